@@ -1,0 +1,508 @@
+"""Immutable masks: a pytree of bool tensors keyed like the prunable parameters."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
+
+import optree
+import torch
+from torch import Tensor, nn
+
+from ._types import Params, Selection
+from .params import load_tree, read_metadata, save_tree
+
+__all__ = [
+    "LayerCount",
+    "Mask",
+    "apply",
+    "check_compatible",
+    "counts",
+    "density",
+    "from_dict",
+    "intersect",
+    "load",
+    "ones",
+    "prunable_names",
+    "save",
+    "sparsity",
+]
+
+
+class LayerCount(NamedTuple):
+    """Surviving and total weight counts of one layer (or of a whole mask)."""
+
+    kept: int
+    total: int
+
+    @property
+    def density(self) -> float:
+        """Fraction of weights kept."""
+        return self.kept / self.total if self.total else 1.0
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of weights removed."""
+        return 1.0 - self.density
+
+
+class Mask(Mapping[str, Tensor]):
+    """An immutable mapping ``{parameter name: bool tensor}`` that is an optree pytree.
+
+    ``True`` keeps a weight, ``False`` prunes it. Keys are a subset of a params pytree's keys
+    (the prunable parameters), in the params' order. Attribute and item assignment raise;
+    every operation that changes a mask returns a new one. Pruning functions never write
+    into the tensors of an existing mask; do not mutate them in place yourself.
+
+    Example:
+        >>> import ltfunc
+        >>> m = ltfunc.masks.ones(ltfunc.models.lenet300())
+        >>> m["fc1.weight"].shape, m.density()
+        (torch.Size([300, 784]), 1.0)
+    """
+
+    __slots__ = ("_data",)
+    _data: dict[str, Tensor]
+
+    def __init__(self, data: Mapping[str, Tensor]) -> None:
+        if not isinstance(data, Mapping):
+            raise TypeError(f"Mask: data must be a mapping of names to bool tensors, got {data!r}")
+        checked: dict[str, Tensor] = {}
+        for k, v in data.items():
+            if not isinstance(k, str):
+                raise TypeError(f"Mask: keys must be str, got {k!r}")
+            if not isinstance(v, Tensor):
+                raise TypeError(f"Mask: value of {k!r} must be a torch.Tensor, got {type(v).__name__}")
+            if v.dtype != torch.bool:
+                raise TypeError(f"Mask: value of {k!r} must have dtype torch.bool, got {v.dtype}")
+            checked[k] = v
+        object.__setattr__(self, "_data", checked)
+
+    # Mapping protocol -------------------------------------------------------------------
+    def __getitem__(self, key: str) -> Tensor:
+        return self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    # Immutability ------------------------------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Mask is immutable: cannot set attribute {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Mask is immutable: cannot delete attribute {name!r}")
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        raise TypeError(
+            f"Mask is immutable: cannot assign mask[{key!r}]; build a new one with "
+            "Mask({**mask.to_dict(), key: value})"
+        )
+
+    def __delitem__(self, key: str) -> None:
+        raise TypeError(f"Mask is immutable: cannot delete mask[{key!r}]")
+
+    # Comparison --------------------------------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mask):
+            return NotImplemented
+        return self.equal(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def equal(self, other: Mask) -> bool:
+        """True when both masks have the same keys (same order), shapes and values."""
+        if list(self._data) != list(other._data):
+            return False
+        return all(
+            a.shape == b.shape and torch.equal(a.cpu(), b.cpu())
+            for a, b in zip(self._data.values(), other._data.values(), strict=False)
+        )
+
+    def __repr__(self) -> str:
+        c = counts(self)
+        total = c.pop("__all__")
+        return (
+            f"Mask({len(self)} tensors, density={total.density:.4f}, "
+            f"kept={total.kept}/{total.total})"
+        )
+
+    # Conversions -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Tensor]:
+        """Return a plain ``{name: bool tensor}`` dict of cloned tensors."""
+        return {k: v.clone() for k, v in self._data.items()}
+
+    def to(self, device: str | torch.device) -> Mask:
+        """Return the mask on ``device``."""
+        return Mask({k: v.to(device) for k, v in self._data.items()})
+
+    def density(self) -> float:
+        """Fraction of weights kept, over all tensors."""
+        return density(self)
+
+    def sparsity(self) -> float:
+        """Fraction of weights pruned, over all tensors."""
+        return sparsity(self)
+
+
+def _flatten(m: Mask) -> tuple[tuple[Tensor, ...], tuple[str, ...], tuple[str, ...]]:
+    keys = tuple(m._data)
+    return tuple(m._data.values()), keys, keys
+
+
+def _unflatten(keys: tuple[str, ...], children: Any) -> Mask:
+    # optree may hand back non-tensor leaves during tree_map (e.g. ints); keep them as-is.
+    new = object.__new__(Mask)
+    object.__setattr__(new, "_data", dict(zip(keys, children, strict=False)))
+    return new
+
+
+optree.register_pytree_node(
+    Mask,
+    _flatten,  # type: ignore[arg-type]
+    _unflatten,
+    path_entry_type=optree.MappingEntry,
+    namespace=getattr(optree.registry, "__GLOBAL_NAMESPACE"),
+)
+try:  # torch.func / torch.compile use torch's own pytree registry
+    import torch.utils._pytree as _torch_pytree
+
+    _torch_pytree.register_pytree_node(
+        Mask,
+        lambda m: (list(m._data.values()), tuple(m._data)),
+        lambda children, keys: _unflatten(keys, children),
+        serialized_type_name="ltfunc.masks.Mask",
+    )
+except (ImportError, AttributeError, ValueError, TypeError):  # pragma: no cover
+    pass
+
+
+# Construction ------------------------------------------------------------------------------
+_CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def prunable_names(model: nn.Module | Mapping[str, Tensor]) -> list[str]:
+    """Names of the parameters that are prunable by default.
+
+    For a module: the ``weight`` of every ``nn.Linear`` and ``nn.Conv1d/2d/3d``. For a params
+    dict: floating tensors with at least 2 dimensions (weight matrices and conv kernels;
+    biases and normalization parameters are 1-D).
+
+    Args:
+        model: A module or a params pytree.
+
+    Returns:
+        Names in parameter order.
+
+    Raises:
+        TypeError: If ``model`` is neither.
+
+    Example:
+        >>> import ltfunc
+        >>> ltfunc.masks.prunable_names(ltfunc.models.lenet300())
+        ['fc1.weight', 'fc2.weight', 'fc3.weight']
+    """
+    if isinstance(model, nn.Module):
+        chosen = set()
+        for mod_name, mod in model.named_modules():
+            if isinstance(mod, (nn.Linear, *_CONV_TYPES)) and mod.weight is not None:
+                chosen.add(f"{mod_name}.weight" if mod_name else "weight")
+        return [n for n, _ in model.named_parameters() if n in chosen]
+    if isinstance(model, Mapping):
+        return [
+            n
+            for n, t in model.items()
+            if isinstance(t, Tensor) and t.is_floating_point() and t.dim() >= 2
+        ]
+    raise TypeError(
+        f"prunable_names: model must be an nn.Module or a params dict, got {type(model).__name__}"
+    )
+
+
+def ones(model_or_params: nn.Module | Mapping[str, Tensor], select: Selection = None) -> Mask:
+    """An all-ones (fully dense) mask over the prunable parameters.
+
+    Args:
+        model_or_params: A module or a params pytree; tensors are created on its device.
+        select: Which parameters to mask: ``None`` for :func:`prunable_names`, a list of
+            names, or a predicate ``(name, tensor) -> bool``.
+
+    Returns:
+        A ``Mask`` with one all-True bool tensor per selected parameter.
+
+    Raises:
+        TypeError: If the input is not a module/params dict, or a selected parameter is not
+            floating point.
+        ValueError: If ``select`` names unknown parameters or nothing is prunable.
+
+    Example:
+        >>> import ltfunc
+        >>> ltfunc.masks.ones(ltfunc.models.lenet300(), select=["fc3.weight"]).keys()
+        KeysView(Mask(1 tensors, density=1.0000, kept=1000/1000))
+    """
+    if isinstance(model_or_params, nn.Module):
+        params: Mapping[str, Tensor] = dict(model_or_params.named_parameters())
+    elif isinstance(model_or_params, Mapping):
+        params = model_or_params
+    else:
+        raise TypeError(
+            "ones: model_or_params must be an nn.Module or a params dict, "
+            f"got {type(model_or_params).__name__}"
+        )
+    if select is None:
+        names = prunable_names(model_or_params)
+    elif callable(select):
+        names = [n for n, t in params.items() if select(n, t)]
+    elif isinstance(select, (list, tuple, set)):
+        unknown = [n for n in select if n not in params]
+        if unknown:
+            raise ValueError(
+                f"ones: select names unknown parameters {unknown}; allowed: {list(params)}"
+            )
+        wanted = set(select)
+        names = [n for n in params if n in wanted]
+    else:
+        raise TypeError(
+            f"ones: select must be None, a list of names or a predicate, got {type(select).__name__}"
+        )
+    if not names:
+        raise ValueError(
+            "ones: nothing is prunable (no Linear/Conv weights, or select matched nothing); "
+            f"parameters: {list(params)}"
+        )
+    for n in names:
+        if not params[n].is_floating_point():
+            raise TypeError(f"ones: parameter {n!r} has dtype {params[n].dtype}; only floating "
+                            "point parameters can be pruned")
+    return Mask({n: torch.ones(params[n].shape, dtype=torch.bool, device=params[n].device)
+                 for n in names})
+
+
+def from_dict(data: Mapping[str, Any]) -> Mask:
+    """Build a mask from ``{name: tensor or array}`` (any dtype; nonzero means kept).
+
+    Args:
+        data: Mapping of names to tensors, numpy arrays or nested lists.
+
+    Returns:
+        A new ``Mask`` with cloned bool tensors.
+
+    Raises:
+        TypeError: If ``data`` is not a mapping.
+
+    Example:
+        >>> import ltfunc
+        >>> ltfunc.masks.from_dict({"w": [[1, 0], [0, 1]]}).density()
+        0.5
+    """
+    if not isinstance(data, Mapping):
+        raise TypeError(f"from_dict: data must be a mapping, got {type(data).__name__}")
+    out = {}
+    for k, v in data.items():
+        t = v.detach().clone() if isinstance(v, Tensor) else torch.as_tensor(v)
+        out[k] = t if t.dtype == torch.bool else t != 0
+    return Mask(out)
+
+
+# Checks and operations ---------------------------------------------------------------------
+def check_compatible(mask: Any, params: Any, func: str = "check_compatible") -> None:
+    """Raise a clear error unless ``mask`` fits ``params`` (keys, shapes, devices).
+
+    Args:
+        mask: The mask to check.
+        params: The params pytree it should apply to.
+        func: Name of the calling function, used in the message.
+
+    Raises:
+        TypeError: If ``mask`` is not a Mask or ``params`` not a mapping of tensors.
+        ValueError: On unknown keys, shape or device mismatches.
+
+    Example:
+        >>> import ltfunc
+        >>> m = ltfunc.models.lenet300(); p = ltfunc.get_params(m)
+        >>> ltfunc.masks.check_compatible(ltfunc.masks.ones(p), p)
+    """
+    if not isinstance(mask, Mask):
+        raise TypeError(f"{func}: mask must be an ltfunc Mask, got {type(mask).__name__}")
+    if not isinstance(params, Mapping):
+        raise TypeError(f"{func}: params must be a dict of tensors, got {type(params).__name__}")
+    unknown = [k for k in mask if k not in params]
+    if unknown:
+        raise ValueError(
+            f"{func}: mask has keys {unknown} that are not in params (mask for a different "
+            f"model?); params keys: {list(params)}"
+        )
+    for k, m in mask.items():
+        p = params[k]
+        if tuple(m.shape) != tuple(p.shape):
+            raise ValueError(
+                f"{func}: mask[{k!r}] has shape {tuple(m.shape)} but params[{k!r}] has "
+                f"shape {tuple(p.shape)}"
+            )
+        if m.device != p.device:
+            raise ValueError(
+                f"{func}: mask[{k!r}] is on {m.device} but params[{k!r}] is on {p.device}; "
+                "use mask.to(device)"
+            )
+
+
+def apply(mask: Mask, params: Mapping[str, Tensor]) -> Params:
+    """Return new params with masked weights set to zero (unmasked entries unchanged).
+
+    Args:
+        mask: The mask.
+        params: A params pytree containing every key of ``mask``.
+
+    Returns:
+        A new dict; masked tensors are new, the others are the same tensor objects.
+
+    Raises:
+        TypeError, ValueError: See :func:`check_compatible`.
+
+    Example:
+        >>> import torch, ltfunc
+        >>> m = ltfunc.masks.from_dict({"w": [1, 0]})
+        >>> ltfunc.masks.apply(m, {"w": torch.tensor([3., 4.])})["w"]
+        tensor([3., 0.])
+    """
+    check_compatible(mask, params, "apply")
+    return {k: (v * mask[k] if k in mask else v) for k, v in params.items()}
+
+
+def intersect(a: Mask, b: Mask) -> Mask:
+    """Element-wise AND of two masks with the same keys and shapes.
+
+    Args:
+        a: First mask.
+        b: Second mask.
+
+    Returns:
+        A new mask that keeps a weight only where both keep it.
+
+    Raises:
+        TypeError: If either is not a Mask.
+        ValueError: If keys or shapes differ.
+
+    Example:
+        >>> import ltfunc
+        >>> a = ltfunc.masks.from_dict({"w": [1, 1, 0]}); b = ltfunc.masks.from_dict({"w": [0, 1, 1]})
+        >>> ltfunc.masks.intersect(a, b)["w"]
+        tensor([False,  True, False])
+    """
+    for name, m in (("a", a), ("b", b)):
+        if not isinstance(m, Mask):
+            raise TypeError(f"intersect: {name} must be a Mask, got {type(m).__name__}")
+    if list(a) != list(b):
+        raise ValueError(f"intersect: masks have different keys: {list(a)} vs {list(b)}")
+    for k in a:
+        if a[k].shape != b[k].shape:
+            raise ValueError(
+                f"intersect: shapes differ for {k!r}: {tuple(a[k].shape)} vs {tuple(b[k].shape)}"
+            )
+    return Mask({k: a[k] & b[k] for k in a})
+
+
+def counts(mask: Mask) -> dict[str, LayerCount]:
+    """Kept/total counts per tensor, plus ``"__all__"`` for the whole mask.
+
+    Args:
+        mask: The mask.
+
+    Returns:
+        ``{name: LayerCount(kept, total), ..., "__all__": LayerCount(...)}``.
+
+    Raises:
+        TypeError: If ``mask`` is not a Mask.
+
+    Example:
+        >>> import ltfunc
+        >>> ltfunc.masks.counts(ltfunc.masks.from_dict({"w": [1, 0, 1]}))["w"]
+        LayerCount(kept=2, total=3)
+    """
+    if not isinstance(mask, Mask):
+        raise TypeError(f"counts: mask must be a Mask, got {type(mask).__name__}")
+    out = {k: LayerCount(int(v.sum()), v.numel()) for k, v in mask.items()}
+    out["__all__"] = LayerCount(sum(c.kept for c in out.values()), sum(c.total for c in out.values()))
+    return out
+
+
+def density(mask: Mask) -> float:
+    """Fraction of weights kept over all tensors of ``mask``.
+
+    Args:
+        mask: The mask.
+
+    Returns:
+        ``kept / total`` in [0, 1].
+
+    Example:
+        >>> import ltfunc
+        >>> ltfunc.masks.density(ltfunc.masks.from_dict({"w": [1, 0, 0, 0]}))
+        0.25
+    """
+    return counts(mask)["__all__"].density
+
+
+def sparsity(mask: Mask) -> float:
+    """Fraction of weights pruned: ``1 - density(mask)``.
+
+    Example:
+        >>> import ltfunc
+        >>> ltfunc.masks.sparsity(ltfunc.masks.from_dict({"w": [1, 0, 0, 0]}))
+        0.75
+    """
+    return 1.0 - density(mask)
+
+
+def save(mask: Mask, path: str | os.PathLike[str]) -> None:
+    """Save a mask to safetensors (bool stored losslessly), atomically.
+
+    Args:
+        mask: The mask.
+        path: Destination file.
+
+    Raises:
+        TypeError: If ``mask`` is not a Mask.
+
+    Example:
+        >>> import ltfunc, tempfile, os
+        >>> f = os.path.join(tempfile.mkdtemp(), "mask.safetensors")
+        >>> m = ltfunc.masks.from_dict({"w": [1, 0]}); ltfunc.masks.save(m, f)
+        >>> ltfunc.masks.load(f) == m
+        True
+    """
+    if not isinstance(mask, Mask):
+        raise TypeError(f"save: mask must be a Mask, got {type(mask).__name__}")
+    save_tree(dict(mask.items()), path, metadata={"ltfunc.kind": "mask"})
+
+
+def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Mask:
+    """Load a mask written by :func:`save`.
+
+    Args:
+        path: A safetensors file.
+        device: Where to put the tensors.
+
+    Returns:
+        The mask, keys in saved order.
+
+    Raises:
+        FileNotFoundError: If the file is missing.
+        ValueError: If it is not a valid mask file (names the file).
+
+    Example:
+        See :func:`save`.
+    """
+    tree = load_tree(path, device=device)
+    bad = [k for k, v in tree.items() if v.dtype != torch.bool]
+    if bad:
+        raise ValueError(f"load: {path} is not a mask file: {bad} are not bool tensors")
+    meta = read_metadata(path)
+    if meta.get("ltfunc.kind", "mask") != "mask":
+        raise ValueError(f"load: {path} holds {meta.get('ltfunc.kind')!r}, not a mask")
+    return Mask(tree)
+
+
