@@ -125,10 +125,7 @@ class Mask(Mapping[str, Tensor]):
     def __repr__(self) -> str:
         c = counts(self)
         total = c.pop("__all__")
-        return (
-            f"Mask({len(self)} tensors, density={total.density:.4f}, "
-            f"kept={total.kept}/{total.total})"
-        )
+        return f"Mask({len(self)} tensors, density={total.density:.4f}, kept={total.kept}/{total.total})"
 
     # Conversions -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Tensor]:
@@ -213,9 +210,7 @@ def prunable_names(model: nn.Module | Mapping[str, Tensor]) -> list[str]:
         return [n for n, _ in model.named_parameters() if n in chosen]
     if isinstance(model, Mapping):
         return [
-            n
-            for n, t in model.items()
-            if isinstance(t, Tensor) and t.is_floating_point() and t.dim() >= 2
+            n for n, t in model.items() if isinstance(t, Tensor) and t.is_floating_point() and t.dim() >= 2
         ]
     raise TypeError(
         f"prunable_names: model must be an nn.Module or a params dict, got {type(model).__name__}"
@@ -259,9 +254,7 @@ def ones(model_or_params: nn.Module | Mapping[str, Tensor], select: Selection = 
     elif isinstance(select, (list, tuple, set)):
         unknown = [n for n in select if n not in params]
         if unknown:
-            raise ValueError(
-                f"ones: select names unknown parameters {unknown}; allowed: {list(params)}"
-            )
+            raise ValueError(f"ones: select names unknown parameters {unknown}; allowed: {list(params)}")
         wanted = set(select)
         names = [n for n in params if n in wanted]
     else:
@@ -275,10 +268,11 @@ def ones(model_or_params: nn.Module | Mapping[str, Tensor], select: Selection = 
         )
     for n in names:
         if not params[n].is_floating_point():
-            raise TypeError(f"ones: parameter {n!r} has dtype {params[n].dtype}; only floating "
-                            "point parameters can be pruned")
-    return Mask({n: torch.ones(params[n].shape, dtype=torch.bool, device=params[n].device)
-                 for n in names})
+            raise TypeError(
+                f"ones: parameter {n!r} has dtype {params[n].dtype}; only floating "
+                "point parameters can be pruned"
+            )
+    return Mask({n: torch.ones(params[n].shape, dtype=torch.bool, device=params[n].device) for n in names})
 
 
 def from_dict(data: Mapping[str, Any]) -> Mask:
@@ -339,8 +333,7 @@ def check_compatible(mask: Any, params: Any, func: str = "check_compatible") -> 
         p = params[k]
         if tuple(m.shape) != tuple(p.shape):
             raise ValueError(
-                f"{func}: mask[{k!r}] has shape {tuple(m.shape)} but params[{k!r}] has "
-                f"shape {tuple(p.shape)}"
+                f"{func}: mask[{k!r}] has shape {tuple(m.shape)} but params[{k!r}] has shape {tuple(p.shape)}"
             )
         if m.device != p.device:
             raise ValueError(
@@ -504,5 +497,3 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Ma
     if meta.get("ltfunc.kind", "mask") != "mask":
         raise ValueError(f"load: {path} holds {meta.get('ltfunc.kind')!r}, not a mask")
     return Mask(tree)
-
-

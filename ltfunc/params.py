@@ -57,9 +57,7 @@ def get_params(model: nn.Module, *, copy: bool = True) -> Params:
         ['fc1.weight', 'fc1.bias']
     """
     _check_module("get_params", model)
-    return {
-        name: (p.detach().clone() if copy else p.detach()) for name, p in model.named_parameters()
-    }
+    return {name: (p.detach().clone() if copy else p.detach()) for name, p in model.named_parameters()}
 
 
 def get_buffers(model: nn.Module, *, copy: bool = True) -> Buffers:

@@ -88,8 +88,7 @@ def layer_kinds(mask: Mask) -> dict[str, str]:
         >>> ltfunc.prune.layer_kinds(ltfunc.masks.ones(ltfunc.models.lenet300()))
         {'fc1.weight': 'fc', 'fc2.weight': 'fc', 'fc3.weight': 'output'}
     """
-    kinds = {k: ("fc" if v.dim() == 2 else "conv" if v.dim() >= 3 else "other")
-             for k, v in mask.items()}
+    kinds = {k: ("fc" if v.dim() == 2 else "conv" if v.dim() >= 3 else "other") for k, v in mask.items()}
     fcs = [k for k, v in kinds.items() if v == "fc"]
     if fcs:
         kinds[fcs[-1]] = "output"
@@ -152,9 +151,7 @@ def _validate(
     return _as_rates(func, "sparsity", sparsity, mask), True
 
 
-def _removal_plan(
-    mask: Mask, rates: Rates, is_target: bool, scope: str
-) -> list[tuple[list[str], int]]:
+def _removal_plan(mask: Mask, rates: Rates, is_target: bool, scope: str) -> list[tuple[list[str], int]]:
     """Groups of layers and how many surviving weights each group must lose."""
     kinds = layer_kinds(mask)
     groups: dict[str, tuple[float, list[str]]] = {}
@@ -174,9 +171,7 @@ def _removal_plan(
     return plan
 
 
-def _magnitude_select(
-    params: Mapping[str, Tensor], mask: Mask, plan: list[tuple[list[str], int]]
-) -> Mask:
+def _magnitude_select(params: Mapping[str, Tensor], mask: Mask, plan: list[tuple[list[str], int]]) -> Mask:
     new = {k: v.clone() for k, v in mask.items()}
     for names, remove in plan:
         if remove == 0:
@@ -186,8 +181,10 @@ def _magnitude_select(
             idx = torch.nonzero(mask[n].reshape(-1), as_tuple=False).reshape(-1)
             w = params[n].detach().reshape(-1)[idx].abs().to(torch.float64)
             if not torch.isfinite(w).all():
-                raise ValueError(f"magnitude: params[{n!r}] contains NaN or inf among "
-                                 "surviving weights; cannot rank by magnitude")
+                raise ValueError(
+                    f"magnitude: params[{n!r}] contains NaN or inf among "
+                    "surviving weights; cannot rank by magnitude"
+                )
             scores.append(w.cpu())
             positions.append(idx.cpu())
             owners.append(torch.full((idx.numel(),), i, dtype=torch.int64))
@@ -373,9 +370,7 @@ def random_like(
         within = Mask({k: torch.ones_like(v) for k, v in reference.items()})
     elif not isinstance(within, Mask):
         raise TypeError(f"random_like: within must be a Mask, got {type(within).__name__}")
-    if list(within) != list(reference) or any(
-        within[k].shape != reference[k].shape for k in reference
-    ):
+    if list(within) != list(reference) or any(within[k].shape != reference[k].shape for k in reference):
         raise ValueError("random_like: within must have the same keys and shapes as reference")
     gen = _generator("random_like", seed, generator)
     kept = {k: int(v.sum()) for k, v in reference.items()}
