@@ -10,6 +10,7 @@ from . import masks as masks
 from . import models as models
 from . import params as params
 from . import prune as prune
+from . import report as report
 from .masks import Mask as Mask
 from .params import call as call
 from .params import get_buffers as get_buffers

@@ -105,6 +105,10 @@ class Mask(Mapping[str, Tensor]):
     def __delitem__(self, key: str) -> None:
         raise TypeError(f"Mask is immutable: cannot delete mask[{key!r}]")
 
+    def __reduce__(self) -> tuple[type[Mask], tuple[dict[str, Tensor]]]:
+        # copy / deepcopy / pickle rebuild through __init__ (slot assignment would raise).
+        return (Mask, (self._data,))
+
     # Comparison --------------------------------------------------------------------------
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Mask):
@@ -311,7 +315,8 @@ def check_compatible(mask: Any, params: Any, func: str = "check_compatible") -> 
         func: Name of the calling function, used in the message.
 
     Raises:
-        TypeError: If ``mask`` is not a Mask or ``params`` not a mapping of tensors.
+        TypeError: If ``mask`` is not a Mask of bool tensors or ``params`` not a mapping of
+            tensors.
         ValueError: On unknown keys, shape or device mismatches.
 
     Example:
@@ -331,6 +336,11 @@ def check_compatible(mask: Any, params: Any, func: str = "check_compatible") -> 
         )
     for k, m in mask.items():
         p = params[k]
+        if not isinstance(m, Tensor) or m.dtype != torch.bool:
+            got = m.dtype if isinstance(m, Tensor) else type(m).__name__
+            raise TypeError(f"{func}: mask[{k!r}] must be a bool tensor, got {got}")
+        if not isinstance(p, Tensor):
+            raise TypeError(f"{func}: params[{k!r}] must be a tensor, got {type(p).__name__}")
         if tuple(m.shape) != tuple(p.shape):
             raise ValueError(
                 f"{func}: mask[{k!r}] has shape {tuple(m.shape)} but params[{k!r}] has shape {tuple(p.shape)}"
@@ -344,6 +354,8 @@ def check_compatible(mask: Any, params: Any, func: str = "check_compatible") -> 
 
 def apply(mask: Mask, params: Mapping[str, Tensor]) -> Params:
     """Return new params with masked weights set to zero (unmasked entries unchanged).
+
+    Pruned entries become exactly 0 even where the weight is NaN or inf.
 
     Args:
         mask: The mask.
@@ -362,7 +374,7 @@ def apply(mask: Mask, params: Mapping[str, Tensor]) -> Params:
         tensor([3., 0.])
     """
     check_compatible(mask, params, "apply")
-    return {k: (v * mask[k] if k in mask else v) for k, v in params.items()}
+    return {k: (torch.where(mask[k], v, v.new_zeros(())) if k in mask else v) for k, v in params.items()}
 
 
 def intersect(a: Mask, b: Mask) -> Mask:

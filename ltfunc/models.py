@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -14,6 +15,7 @@ from ._types import Params
 __all__ = ["MODELS", "Conv2", "LeNet300", "build", "conv2", "init_params", "lenet300"]
 
 INITS = ("glorot_normal", "kaiming_normal", "torch")
+_M = TypeVar("_M", bound=nn.Module)
 
 
 def _init_layers(model: nn.Module, init: str) -> None:
@@ -144,7 +146,7 @@ def conv2(init: str = "glorot_normal", seed: int | None = None) -> Conv2:
     return _seeded(lambda: Conv2(init=init), seed)
 
 
-def _seeded(make: Callable[[], nn.Module], seed: int | None):
+def _seeded(make: Callable[[], _M], seed: int | None) -> _M:
     if seed is None:
         return make()
     with torch.random.fork_rng(devices=[]):

@@ -155,7 +155,7 @@ def load_into(model: nn.Module, params: Mapping[str, Tensor], *, strict: bool = 
         ``model`` itself.
 
     Raises:
-        TypeError: If ``model`` is not a module.
+        TypeError: If ``model`` is not a module or ``params`` not a mapping of tensors.
         ValueError: On unknown names, missing names (strict) or shape mismatches; nothing
             is written in that case.
 
@@ -167,6 +167,13 @@ def load_into(model: nn.Module, params: Mapping[str, Tensor], *, strict: bool = 
         0.0
     """
     _check_module("load_into", model)
+    if not isinstance(params, Mapping):
+        raise TypeError(
+            f"load_into: params must be a mapping of names to tensors, got {type(params).__name__}"
+        )
+    not_tensors = [k for k, v in params.items() if not isinstance(v, Tensor)]
+    if not_tensors:
+        raise TypeError(f"load_into: params values must be tensors; not tensors: {not_tensors}")
     targets = dict(model.named_parameters())
     targets.update(dict(model.named_buffers()))
     unknown = [k for k in params if k not in targets]
@@ -192,7 +199,10 @@ def load_into(model: nn.Module, params: Mapping[str, Tensor], *, strict: bool = 
 
 
 def tree_equal(a: Any, b: Any) -> bool:
-    """True when two pytrees have the same structure and bit-identical tensors.
+    """True when two pytrees have the same structure and identical tensors.
+
+    Tensors must agree in dtype, shape and every value; NaN equals NaN at the same
+    position (so a snapshot of diverged weights equals itself) and ``0.0`` equals ``-0.0``.
 
     Args:
         a: First pytree.
@@ -214,11 +224,20 @@ def tree_equal(a: Any, b: Any) -> bool:
         if isinstance(x, Tensor) != isinstance(y, Tensor):
             return False
         if isinstance(x, Tensor):
-            if x.dtype != y.dtype or x.shape != y.shape or not torch.equal(x.cpu(), y.cpu()):
+            if x.dtype != y.dtype or x.shape != y.shape or not _tensor_equal(x.cpu(), y.cpu()):
                 return False
         elif x != y:
             return False
     return True
+
+
+def _tensor_equal(x: Tensor, y: Tensor) -> bool:
+    if torch.equal(x, y):
+        return True
+    if not (x.is_floating_point() or x.is_complex()):
+        return False
+    nx, ny = torch.isnan(x), torch.isnan(y)
+    return torch.equal(nx, ny) and torch.equal(x[~nx], y[~ny])
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], write: Any) -> None:
@@ -265,7 +284,14 @@ def save_tree(
     meta = {"ltfunc.order": json.dumps(list(tree))}
     if metadata:
         meta.update({str(k): str(v) for k, v in metadata.items()})
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tree.items()}
+    tensors: dict[str, Tensor] = {}
+    seen: set[tuple[str, int]] = set()
+    for k, v in tree.items():
+        t = v.detach().contiguous().cpu()
+        ptr = (str(t.device), t.untyped_storage().data_ptr())
+        # safetensors refuses tensors that share memory (tied weights, views of one buffer).
+        tensors[k] = t.clone() if ptr in seen else t
+        seen.add(ptr)
     atomic_write_bytes(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
@@ -289,20 +315,28 @@ def load_tree(path: str | os.PathLike[str], device: str | torch.device = "cpu") 
 
     Raises:
         FileNotFoundError: If ``path`` does not exist.
-        ValueError: If the file is not a readable safetensors file (names the file).
+        ValueError: If the file is not a readable safetensors file (names the file), or
+            ``device`` is not a valid device.
 
     Example:
         See :func:`save_tree`.
     """
     path = Path(path)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"load_tree: device={device!r} is not a valid torch device ({exc})") from exc
     if not path.is_file():
         raise FileNotFoundError(f"load_tree: no such file: {path}")
     try:
-        tensors = load_file(str(path), device=str(device))
+        tensors = load_file(str(path), device="cpu")
         meta = read_metadata(path)
     except Exception as exc:  # safetensors raises its own error types
         raise ValueError(f"load_tree: {path} is not a valid safetensors file ({exc})") from exc
-    order = json.loads(meta.get("ltfunc.order", "null")) or sorted(tensors)
-    if set(order) != set(tensors):
+    try:
+        order = json.loads(meta.get("ltfunc.order", "null")) or sorted(tensors)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"load_tree: {path} has unreadable key-order metadata ({exc})") from exc
+    if not isinstance(order, list) or set(order) != set(tensors) or len(order) != len(tensors):
         raise ValueError(f"load_tree: {path} has inconsistent key metadata")
-    return {k: tensors[k] for k in order}
+    return {k: tensors[k] if dev.type == "cpu" else tensors[k].to(dev) for k in order}

@@ -132,6 +132,8 @@ def _validate(
     scope: str,
 ) -> tuple[Rates, bool]:
     check_compatible(mask, params, func)
+    if len(mask) == 0:
+        raise ValueError(f"{func}: mask is empty: the model has nothing prunable (no Linear/Conv weights)")
     for k in mask:
         if not params[k].is_floating_point():
             raise TypeError(
@@ -171,8 +173,12 @@ def _removal_plan(mask: Mask, rates: Rates, is_target: bool, scope: str) -> list
     return plan
 
 
-def _magnitude_select(params: Mapping[str, Tensor], mask: Mask, plan: list[tuple[list[str], int]]) -> Mask:
-    new = {k: v.clone() for k, v in mask.items()}
+def _magnitude_select(
+    func: str, params: Mapping[str, Tensor], mask: Mask, plan: list[tuple[list[str], int]]
+) -> Mask:
+    # Contiguous copies: a clone of a non-contiguous mask keeps its strides, and writing
+    # through ``reshape(-1)`` of such a tensor would silently go to a temporary copy.
+    new = {k: v.clone(memory_format=torch.contiguous_format) for k, v in mask.items()}
     for names, remove in plan:
         if remove == 0:
             continue
@@ -182,7 +188,7 @@ def _magnitude_select(params: Mapping[str, Tensor], mask: Mask, plan: list[tuple
             w = params[n].detach().reshape(-1)[idx].abs().to(torch.float64)
             if not torch.isfinite(w).all():
                 raise ValueError(
-                    f"magnitude: params[{n!r}] contains NaN or inf among "
+                    f"{func}: params[{n!r}] contains NaN or inf among "
                     "surviving weights; cannot rank by magnitude"
                 )
             scores.append(w.cpu())
@@ -194,7 +200,7 @@ def _magnitude_select(params: Mapping[str, Tensor], mask: Mask, plan: list[tuple
         for i, n in enumerate(names):
             sel = pos[own == i]
             if sel.numel():
-                flat = new[n].reshape(-1)
+                flat = new[n].view(-1)
                 flat[sel.to(flat.device)] = False
     return Mask(new)
 
@@ -238,7 +244,7 @@ def magnitude(
         LayerCount(kept=900, total=1000)
     """
     rates, is_target = _validate("magnitude", params, mask, rate, sparsity, scope)
-    return _magnitude_select(params, mask, _removal_plan(mask, rates, is_target, scope))
+    return _magnitude_select("magnitude", params, mask, _removal_plan(mask, rates, is_target, scope))
 
 
 def kept_counts(
@@ -251,8 +257,18 @@ def kept_counts(
 ) -> dict[str, int]:
     """Per-layer surviving counts that :func:`magnitude` would leave (same arguments).
 
+    Args:
+        params: Params pytree (only the masked keys are read).
+        mask: The current mask; not modified.
+        rate: A fraction in [0, 1) or a :class:`Rates`.
+        sparsity: A fraction in [0, 1) or a :class:`Rates`.
+        scope: ``"layer"`` or ``"global"``.
+
     Returns:
         ``{name: kept}``.
+
+    Raises:
+        TypeError, ValueError: As in :func:`magnitude`.
 
     Example:
         >>> import ltfunc
@@ -260,7 +276,19 @@ def kept_counts(
         >>> ltfunc.prune.kept_counts(p, ltfunc.masks.ones(p), rate=0.5)["fc3.weight"]
         500
     """
-    new = magnitude(params, mask, rate=rate, sparsity=sparsity, scope=scope)
+    return _kept_counts("kept_counts", params, mask, rate, sparsity, scope)
+
+
+def _kept_counts(
+    func: str,
+    params: Mapping[str, Tensor],
+    mask: Mask,
+    rate: float | Rates | None,
+    sparsity: float | Rates | None,
+    scope: str,
+) -> dict[str, int]:
+    rates, is_target = _validate(func, params, mask, rate, sparsity, scope)
+    new = _magnitude_select(func, params, mask, _removal_plan(mask, rates, is_target, scope))
     return {k: int(v.sum()) for k, v in new.items()}
 
 
@@ -332,7 +360,7 @@ def random(
         188160
     """
     gen = _generator("random", seed, generator)
-    kept = kept_counts(params, mask, rate=rate, sparsity=sparsity, scope=scope)
+    kept = _kept_counts("random", params, mask, rate, sparsity, scope)
     return _random_keep(mask, mask, kept, gen)
 
 

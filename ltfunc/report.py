@@ -1,0 +1,544 @@
+"""Read finished IMP run directories: per-round summary rows, text tables, seed aggregates, CSV.
+
+Everything here only *reads* a run directory in the layout of ``docs/design.md``::
+
+    RUN_DIR/config.json
+    RUN_DIR/<condition>/round_<k>/{metrics.jsonl, summary.json}
+
+A round is finished when its ``summary.json`` exists; unfinished rounds are ignored. The
+conditions are the sub-folders that hold ``round_<k>`` folders (``ticket``, ``reinit``,
+``random_prune``, in that order, then any other name alphabetically).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .params import atomic_write_bytes
+
+__all__ = [
+    "AGGREGATE_FIELDS",
+    "AGGREGATE_METRICS",
+    "CONDITIONS",
+    "METRICS",
+    "SUMMARY_FIELDS",
+    "aggregate",
+    "format_table",
+    "summary_rows",
+    "write_csv",
+]
+
+PathLike = str | os.PathLike[str]
+
+CONDITIONS: tuple[str, ...] = ("ticket", "reinit", "random_prune")
+"""Known conditions, in display order (other condition folders follow alphabetically)."""
+
+SUMMARY_FIELDS: tuple[str, ...] = (
+    "condition",
+    "round",
+    "density",
+    "weights_remaining_pct",
+    "early_stop_iteration",
+    "test_accuracy_at_early_stop",
+    "best_test_accuracy",
+    "last_test_accuracy",
+    "wall_seconds",
+)
+"""Columns of :func:`summary_rows` rows, in order."""
+
+METRICS: tuple[str, ...] = SUMMARY_FIELDS[2:]
+"""Numeric per-round fields that :func:`aggregate` can average over seeds."""
+
+AGGREGATE_METRICS: tuple[str, ...] = (
+    "weights_remaining_pct",
+    "early_stop_iteration",
+    "test_accuracy_at_early_stop",
+)
+"""The metrics :func:`aggregate` summarizes by default."""
+
+AGGREGATE_FIELDS: tuple[str, ...] = (
+    "condition",
+    "round",
+    "n",
+    *(f"{m}_{s}" for m in AGGREGATE_METRICS for s in ("mean", "std")),
+)
+"""Columns of the default :func:`aggregate` rows, in order."""
+
+_REQUIRED = METRICS  # summary.json keys we need besides "round"
+_NOT_NONE = ("density", "weights_remaining_pct")
+_ROUND_RE = re.compile(r"^round_(\d+)$")
+_NON_STUDY_KEYS = frozenset({"name", "config_hash", "ltfunc_version", "device", "compile", "data_root"})
+
+
+# --------------------------------------------------------------------------------------------
+# reading run directories
+
+
+def _check_run_dir(func: str, run_dir: Any) -> Path:
+    """Return ``run_dir`` as a Path after checking it is a run directory (has config.json)."""
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise TypeError(f"{func}: run_dir must be a path, got {type(run_dir).__name__} {run_dir!r}")
+    path = Path(run_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"{func}: run directory {str(path)!r} does not exist")
+    if not path.is_dir():
+        raise NotADirectoryError(f"{func}: run_dir {str(path)!r} is not a directory")
+    if not (path / "config.json").is_file():
+        raise ValueError(
+            f"{func}: {str(path)!r} is not a run directory (no config.json); "
+            "pass the folder that `ltfunc run` created"
+        )
+    return path
+
+
+def _read_json(func: str, path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{func}: {str(path)!r} is not valid JSON ({e})") from e
+
+
+def _read_config(func: str, run_dir: Path) -> dict[str, Any]:
+    """The run's config.json as a dict (ValueError naming the file when it is not one)."""
+    path = run_dir / "config.json"
+    config = _read_json(func, path)
+    if not isinstance(config, dict):
+        raise ValueError(f"{func}: {str(path)!r} must hold a JSON object, got {type(config).__name__}")
+    return config
+
+
+def _condition_order(name: str) -> tuple[int, str]:
+    return (CONDITIONS.index(name), "") if name in CONDITIONS else (len(CONDITIONS), name)
+
+
+def _round_dirs(run_dir: Path) -> dict[str, dict[int, Path]]:
+    """``{condition: {k: run_dir/condition/round_k}}``, conditions and rounds in display order."""
+    found: dict[str, dict[int, Path]] = {}
+    for cond in run_dir.iterdir():
+        if not cond.is_dir() or cond.name.startswith("."):
+            continue
+        rounds = {}
+        for rd in cond.iterdir():
+            m = _ROUND_RE.match(rd.name)
+            if m and rd.is_dir():
+                rounds[int(m.group(1))] = rd
+        if rounds:
+            found[cond.name] = dict(sorted(rounds.items()))
+    return {c: found[c] for c in sorted(found, key=_condition_order)}
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _read_summary(func: str, path: Path, condition: str, k: int) -> dict[str, Any]:
+    data = _read_json(func, path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{func}: {str(path)!r} must hold a JSON object, got {type(data).__name__}")
+    missing = [key for key in ("round", *_REQUIRED) if key not in data]
+    if missing:
+        raise ValueError(f"{func}: {str(path)!r} lacks the field(s) {', '.join(missing)}")
+    if data["round"] != k or isinstance(data["round"], bool):
+        raise ValueError(f"{func}: {str(path)!r} says round={data['round']!r} but lies in round_{k}")
+    for key in _REQUIRED:
+        v = data[key]
+        if not (_is_number(v) or (v is None and key not in _NOT_NONE)):
+            raise ValueError(f"{func}: {str(path)!r} field {key}={v!r} must be a number")
+    return {"condition": condition, "round": k, **{key: data[key] for key in _REQUIRED}}
+
+
+def summary_rows(run_dir: PathLike) -> list[dict[str, Any]]:
+    """One row per finished (condition, round) of a run directory, read from ``summary.json``.
+
+    Rounds without ``summary.json`` are unfinished and skipped; conditions come in the order
+    ``ticket``, ``reinit``, ``random_prune`` (others after, alphabetically), rounds ascending.
+
+    Args:
+        run_dir: A run directory (holds ``config.json``).
+
+    Returns:
+        A list of dicts with the keys :data:`SUMMARY_FIELDS`: ``condition`` (str), ``round``
+        (int), ``density`` (fraction of weights kept), ``weights_remaining_pct`` (percent),
+        ``early_stop_iteration``, ``test_accuracy_at_early_stop``, ``best_test_accuracy``,
+        ``last_test_accuracy`` (accuracies as fractions in [0, 1], as written by the run) and
+        ``wall_seconds``. The metric values may be ``None`` when the run recorded none.
+
+    Raises:
+        TypeError: If ``run_dir`` is not a path.
+        FileNotFoundError: If ``run_dir`` does not exist.
+        NotADirectoryError: If ``run_dir`` is a file.
+        ValueError: If ``run_dir`` has no ``config.json``, or a ``summary.json`` is not valid
+            JSON, lacks a field, has a non-numeric field or a ``round`` that does not match its
+            folder (the message names the file).
+
+    Example:
+        >>> import tempfile
+        >>> from ltfunc.report import _example_run, summary_rows
+        >>> run = _example_run(tempfile.mkdtemp(), rounds=2)
+        >>> [(r["condition"], r["round"], r["weights_remaining_pct"]) for r in summary_rows(run)][:3]
+        [('ticket', 0, 100.0), ('ticket', 1, 80.0), ('ticket', 2, 64.0)]
+    """
+    path = _check_run_dir("summary_rows", run_dir)
+    rows = []
+    for condition, rounds in _round_dirs(path).items():
+        for k, rd in rounds.items():
+            summary = rd / "summary.json"
+            if summary.is_file():
+                rows.append(_read_summary("summary_rows", summary, condition, k))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# text table
+
+
+def _fmt_num(v: Any, spec: str, scale: float = 1.0) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return format(v * scale, spec)
+
+
+def _fmt_mean_std(row: Mapping[str, Any], metric: str, spec: str, scale: float = 1.0) -> str:
+    mean = _fmt_num(row[f"{metric}_mean"], spec, scale)
+    std = row[f"{metric}_std"]
+    if std is None or (isinstance(std, float) and math.isnan(std)):
+        return mean
+    return f"{mean} ± {_fmt_num(std, spec, scale)}"
+
+
+def _check_rows(func: str, rows: Any, needed: Sequence[str]) -> list[Mapping[str, Any]]:
+    if isinstance(rows, (str, bytes, Mapping)) or not isinstance(rows, Iterable):
+        raise TypeError(f"{func}: rows must be a list of dicts, got {type(rows).__name__}")
+    rows = list(rows)
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise TypeError(f"{func}: rows[{i}] must be a dict, got {type(row).__name__}")
+        missing = [k for k in needed if k not in row]
+        if missing:
+            raise ValueError(f"{func}: rows[{i}] lacks the key(s) {', '.join(missing)}")
+    return rows
+
+
+def format_table(rows: Iterable[Mapping[str, Any]]) -> str:
+    """Render rows as an aligned plain-text table (what ``ltfunc report`` prints).
+
+    Accepts either :func:`summary_rows` rows (one run) or :func:`aggregate` rows (several
+    seeds, shown as ``mean ± std`` with the number of runs ``n``). Weights remaining are in
+    percent; accuracies are shown in percent with two decimals; missing values print as ``-``.
+    A blank line separates conditions.
+
+    Args:
+        rows: Rows from :func:`summary_rows` or :func:`aggregate` (detected by the ``n`` key).
+
+    Returns:
+        The table as one string (no trailing newline); ``"(no finished rounds)"`` when
+        ``rows`` is empty.
+
+    Raises:
+        TypeError: If ``rows`` is not an iterable of dicts.
+        ValueError: If a row lacks a column the table needs.
+
+    Example:
+        >>> from ltfunc.report import format_table
+        >>> row = {"condition": "ticket", "round": 1, "density": 0.8, "weights_remaining_pct": 80.0,
+        ...        "early_stop_iteration": 4200, "test_accuracy_at_early_stop": 0.9812,
+        ...        "best_test_accuracy": 0.9825, "last_test_accuracy": 0.9801, "wall_seconds": 61.5}
+        >>> print(format_table([row]))
+        condition  round  weights %  early-stop it  test acc @ES %  best test acc %  last test acc %  wall s
+        ---------  -----  ---------  -------------  --------------  ---------------  ---------------  ------
+        ticket         1      80.00           4200           98.12            98.25            98.01    61.5
+    """
+    rows = _check_rows("format_table", rows, ("condition", "round"))
+    if not rows:
+        return "(no finished rounds)"
+    if "n" in rows[0]:
+        needed = [f"{m}_{s}" for m in AGGREGATE_METRICS for s in ("mean", "std")]
+        rows = _check_rows("format_table", rows, ("n", *needed))
+        header = ["condition", "round", "n", "weights %", "early-stop it", "test acc @ES %"]
+        body = [
+            [
+                str(r["condition"]),
+                str(r["round"]),
+                str(r["n"]),
+                _fmt_mean_std(r, "weights_remaining_pct", ".2f"),
+                _fmt_mean_std(r, "early_stop_iteration", ".0f"),
+                _fmt_mean_std(r, "test_accuracy_at_early_stop", ".2f", 100.0),
+            ]
+            for r in rows
+        ]
+    else:
+        rows = _check_rows("format_table", rows, SUMMARY_FIELDS)
+        header = [
+            "condition",
+            "round",
+            "weights %",
+            "early-stop it",
+            "test acc @ES %",
+            "best test acc %",
+            "last test acc %",
+            "wall s",
+        ]
+        body = [
+            [
+                str(r["condition"]),
+                str(r["round"]),
+                _fmt_num(r["weights_remaining_pct"], ".2f"),
+                _fmt_num(r["early_stop_iteration"], ".0f"),
+                _fmt_num(r["test_accuracy_at_early_stop"], ".2f", 100.0),
+                _fmt_num(r["best_test_accuracy"], ".2f", 100.0),
+                _fmt_num(r["last_test_accuracy"], ".2f", 100.0),
+                _fmt_num(r["wall_seconds"], ".1f"),
+            ]
+            for r in rows
+        ]
+    widths = [max(len(h), *(len(line[i]) for line in body)) for i, h in enumerate(header)]
+
+    def render(cells: list[str]) -> str:
+        # the condition column is text (left-aligned), every other column is numeric
+        out = [cells[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True)]
+        return "  ".join(out).rstrip()
+
+    lines = [render(header), render(["-" * w for w in widths])]
+    previous = None
+    for r, cells in zip(rows, body, strict=True):
+        if previous is not None and r["condition"] != previous:
+            lines.append("")
+        lines.append(render(cells))
+        previous = r["condition"]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# aggregation over seeds
+
+
+def _study_key(config: Mapping[str, Any]) -> str:
+    """The config with seeds and bookkeeping removed, as canonical JSON (equal = same study)."""
+    kept = {
+        k: v
+        for k, v in config.items()
+        if k not in _NON_STUDY_KEYS and k != "seed" and not k.endswith("_seed")
+    }
+    return json.dumps(kept, sort_keys=True, default=str)
+
+
+def _as_run_dirs(func: str, run_dirs: Any) -> list[Path]:
+    if isinstance(run_dirs, (str, os.PathLike)):
+        run_dirs = [run_dirs]
+    if not isinstance(run_dirs, Iterable):
+        raise TypeError(f"{func}: run_dirs must be a list of paths, got {type(run_dirs).__name__}")
+    paths = [_check_run_dir(func, d) for d in run_dirs]
+    if not paths:
+        raise ValueError(f"{func}: run_dirs is empty; pass at least one run directory")
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        resolved = p.resolve()
+        if resolved in seen:
+            raise ValueError(f"{func}: run directory {str(p)!r} is given twice")
+        seen[resolved] = p
+    return paths
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; NaN for fewer than two values)."""
+    arr = np.asarray(values, dtype=np.float64)
+    mean = float(arr.mean()) if arr.size else math.nan
+    std = float(arr.std(ddof=1)) if arr.size >= 2 else math.nan
+    return mean, std
+
+
+def _aggregate(paths: Sequence[Path], metrics: Sequence[str]) -> list[dict[str, Any]]:
+    per_key: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for p in paths:
+        for row in summary_rows(p):
+            per_key.setdefault((row["condition"], row["round"]), []).append(row)
+    keys = sorted(per_key, key=lambda ck: (_condition_order(ck[0]), ck[1]))
+    out = []
+    for cond, k in keys:
+        group = per_key[(cond, k)]
+        row: dict[str, Any] = {"condition": cond, "round": k, "n": len(group)}
+        for m in metrics:
+            vals = [math.nan if g[m] is None else float(g[m]) for g in group]
+            row[f"{m}_mean"], row[f"{m}_std"] = _mean_std(vals)
+        out.append(row)
+    return out
+
+
+def aggregate(
+    run_dirs: PathLike | Iterable[PathLike], *, metrics: Sequence[str] = AGGREGATE_METRICS
+) -> list[dict[str, Any]]:
+    """Mean ± sample std over several run directories (seeds) of the same study.
+
+    Runs are the same study when their ``config.json`` files are equal once the seeds
+    (``seed`` and any ``*_seed`` key) and the bookkeeping keys (``name``, ``config_hash``,
+    ``ltfunc_version``, ``device``, ``compile``, ``data_root``) are removed. A (condition, round)
+    is aggregated over the runs that finished it.
+
+    Args:
+        run_dirs: Run directories (a single path is accepted too).
+        metrics: Which :data:`METRICS` to summarize. Default: weights remaining, early-stop
+            iteration and test accuracy at early stop.
+
+    Returns:
+        One dict per (condition, round), ordered like :func:`summary_rows`, with ``condition``,
+        ``round``, ``n`` (number of runs that finished the round) and ``<metric>_mean``,
+        ``<metric>_std`` per metric (for the default metrics the keys are
+        :data:`AGGREGATE_FIELDS`). The std is the sample std (``ddof=1``); it is NaN when
+        ``n == 1``. A metric a run recorded as ``None`` counts as NaN.
+
+    Raises:
+        TypeError: If ``run_dirs`` is not a path or an iterable of paths.
+        FileNotFoundError: If a run directory does not exist.
+        ValueError: If ``run_dirs`` is empty, repeats a directory, is not a run directory, the
+            runs are not the same study (names the first differing run), ``metrics`` names an
+            unknown metric, or a summary file is corrupt (see :func:`summary_rows`).
+
+    Example:
+        >>> import tempfile
+        >>> from ltfunc.report import _example_run, aggregate
+        >>> root = tempfile.mkdtemp()
+        >>> runs = [_example_run(f"{root}/s{s}", seed=s, rounds=1) for s in range(3)]
+        >>> row = aggregate(runs)[1]
+        >>> row["condition"], row["round"], row["n"], row["weights_remaining_pct_mean"]
+        ('ticket', 1, 3, 80.0)
+        >>> round(row["test_accuracy_at_early_stop_std"], 4)
+        0.001
+    """
+    paths = _as_run_dirs("aggregate", run_dirs)
+    if isinstance(metrics, str) or not isinstance(metrics, Sequence) or not metrics:
+        raise TypeError(f"aggregate: metrics must be a non-empty sequence of names, got {metrics!r}")
+    for m in metrics:
+        if m not in METRICS:
+            raise ValueError(
+                f"aggregate: metrics entry {m!r} is not supported. Supported: {', '.join(METRICS)}"
+            )
+    keys = [_study_key(_read_config("aggregate", p)) for p in paths]
+    for p, key in zip(paths[1:], keys[1:], strict=True):
+        if key != keys[0]:
+            raise ValueError(
+                f"aggregate: {str(p)!r} is not the same study as {str(paths[0])!r} (their configs differ "
+                "in more than the seed); aggregate one study at a time"
+            )
+    return _aggregate(paths, list(metrics))
+
+
+# --------------------------------------------------------------------------------------------
+# CSV
+
+
+def write_csv(
+    rows: Iterable[Mapping[str, Any]], path: PathLike, *, fieldnames: Sequence[str] | None = None
+) -> Path:
+    """Write rows to a CSV file atomically (temp file + ``os.replace``).
+
+    ``None`` and NaN are written as empty cells; floats are written with ``repr`` precision.
+
+    Args:
+        rows: Dicts that all have the same keys (e.g. from :func:`summary_rows` or
+            :func:`aggregate`).
+        path: Destination file; parent folders are created.
+        fieldnames: Column order. Default: the keys of the first row. Needed when ``rows`` is
+            empty (then only the header is written), e.g. :data:`SUMMARY_FIELDS`.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        TypeError: If ``rows`` is not an iterable of dicts or ``path`` not a path.
+        ValueError: If a row's keys differ from ``fieldnames``, or ``rows`` is empty and no
+            ``fieldnames`` were given.
+
+    Example:
+        >>> import tempfile, os
+        >>> from ltfunc.report import write_csv
+        >>> f = write_csv([{"round": 0, "acc": 0.98}, {"round": 1, "acc": None}],
+        ...               os.path.join(tempfile.mkdtemp(), "s.csv"))
+        >>> print(f.read_text().strip())
+        round,acc
+        0,0.98
+        1,
+    """
+    rows = _check_rows("write_csv", rows, ())
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"write_csv: path must be a path, got {type(path).__name__} {path!r}")
+    if fieldnames is None:
+        if not rows:
+            raise ValueError("write_csv: rows is empty and fieldnames is None; pass fieldnames=")
+        fieldnames = list(rows[0])
+    fieldnames = list(fieldnames)
+    for i, row in enumerate(rows):
+        if set(row) != set(fieldnames):
+            raise ValueError(
+                f"write_csv: rows[{i}] has the keys {sorted(row)}, expected the columns {sorted(fieldnames)}"
+            )
+
+    def cell(v: Any) -> Any:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return ""
+        return v
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fieldnames, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: cell(row[k]) for k in fieldnames})
+    data = buf.getvalue().encode("utf-8")
+    out = Path(path)
+    atomic_write_bytes(out, lambda tmp: Path(tmp).write_bytes(data))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# a tiny synthetic run directory for the examples
+
+
+def _example_run(
+    run_dir: PathLike, *, seed: int = 0, rounds: int = 2, name: str | None = None, model: str = "lenet300"
+) -> Path:
+    """Write a small, fake but layout-correct run directory (for the docstring examples only).
+
+    Each round keeps 80% of the previous weights; accuracies depend on ``seed`` by ±0.1%.
+    """
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    config = {"name": name, "model": model, "dataset": "mnist", "rounds": rounds, "seed": seed}
+    (run / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    offsets = {"ticket": 0.0, "reinit": -0.01, "random_prune": -0.02}
+    for condition, offset in offsets.items():
+        for k in range(rounds + 1):
+            if condition != "ticket" and k == 0:
+                continue
+            rd = run / condition / f"round_{k}"
+            rd.mkdir(parents=True, exist_ok=True)
+            density = 0.8**k
+            acc = 0.97 + offset + 0.001 * seed
+            metrics = [
+                {"iteration": it, "test_accuracy": acc * it / 300, "density": density}
+                for it in (100, 200, 300)
+            ]
+            (rd / "metrics.jsonl").write_text(
+                "".join(json.dumps(m) + "\n" for m in metrics), encoding="utf-8"
+            )
+            summary = {
+                "round": k,
+                "density": density,
+                "weights_remaining_pct": round(100.0 * density, 4),
+                "early_stop_iteration": 300,
+                "val_loss_at_early_stop": 0.1,
+                "test_accuracy_at_early_stop": acc,
+                "best_test_accuracy": acc,
+                "last_test_accuracy": acc,
+                "wall_seconds": 1.0,
+            }
+            (rd / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    return run
