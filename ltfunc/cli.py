@@ -1,0 +1,585 @@
+"""The ``ltfunc`` command line: ``imp``, ``prune``, ``report`` and ``plot``.
+
+``ltfunc imp`` runs (or resumes) an IMP experiment into ``RUNS_DIR/NAME`` (see
+:func:`ltfunc.experiment.run_imp`), then prints the report table and writes ``plot.png``
+into the run directory. Options come from, in increasing priority: the defaults of
+:class:`ltfunc.experiment.ImpConfig`, a ``--config`` file (TOML, or JSON), and the flags given
+on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import masks, models, params, prune, report
+from .data import DATASETS, ENV_ROOT, load_dataset
+from .experiment import ImpConfig, default_run_name, make_optimizer, run_imp
+from .models import INITS, MODELS
+from .optim import OPTIMIZERS
+from .params import load_tree
+from .step import make_train_step
+from .ticket import BASELINES, make_evaluator, make_trainer, train_round
+
+__all__ = ["build_parser", "imp_config_from_args", "main"]
+
+PROG = "ltfunc"
+_RUN_KEYS = ("name", "runs_dir", "data_root")
+"""Keys a --config file may hold besides the ImpConfig fields."""
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show defaults and keep the description's line breaks."""
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
+    return v
+
+
+def _override(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=RATE such as fc1.weight=0.3, got {text!r}")
+    return name, _fraction(value)
+
+
+def _baselines(text: str) -> tuple[str, ...]:
+    if text.strip().lower() in ("", "none"):
+        return ()
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if n not in BASELINES]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"unknown baseline(s) {', '.join(bad)}. "
+            f"Supported: {', '.join(BASELINES)} (comma-separated) or none"
+        )
+    return names
+
+
+def _add_rate_args(p: argparse.ArgumentParser, d: Any) -> None:
+    cfg = ImpConfig.__dataclass_fields__
+    p.add_argument(
+        "--rate",
+        type=_fraction,
+        default=d(cfg["rate"].default),
+        help="fraction of the surviving weights pruned (each round, for imp) in every prunable layer "
+        "not covered by the options below",
+    )
+    p.add_argument("--conv-rate", type=_fraction, default=d(None), help="rate of conv kernels (None: --rate)")
+    p.add_argument(
+        "--fc-rate", type=_fraction, default=d(None), help="rate of fully connected weights (None: --rate)"
+    )
+    p.add_argument(
+        "--output-rate",
+        type=_fraction,
+        default=d(None),
+        help="rate of the output layer (None: --fc-rate, else --rate); Frankle & Carbin use half the fc rate",
+    )
+    p.add_argument(
+        "--override",
+        dest="overrides",
+        action="append",
+        type=_override,
+        default=d(None),
+        metavar="NAME=RATE",
+        help="rate of one parameter, e.g. fc1.weight=0.3 (repeatable)",
+    )
+    p.add_argument(
+        "--scope",
+        choices=("layer", "global"),
+        default=d(cfg["scope"].default),
+        help="prune each layer by its rate, or with one threshold across the layers of a group",
+    )
+
+
+def _add_train_args(p: argparse.ArgumentParser, d: Any) -> None:
+    cfg = ImpConfig.__dataclass_fields__
+    p.add_argument("--model", choices=tuple(MODELS), default=d(cfg["model"].default), help="architecture")
+    p.add_argument("--dataset", choices=DATASETS, default=d(cfg["dataset"].default), help="dataset")
+    p.add_argument(
+        "--iterations", type=int, default=d(cfg["iterations"].default), help="training iterations per round"
+    )
+    p.add_argument(
+        "--optimizer", choices=tuple(OPTIMIZERS), default=d(cfg["optimizer"].default), help="optimizer"
+    )
+    p.add_argument("--lr", type=float, default=d(cfg["lr"].default), help="learning rate (constant)")
+    p.add_argument(
+        "--momentum", type=float, default=d(cfg["momentum"].default), help="momentum (sgd / momentum only)"
+    )
+    p.add_argument("--weight-decay", type=float, default=d(cfg["weight_decay"].default), help="weight decay")
+    p.add_argument("--batch-size", type=int, default=d(cfg["batch_size"].default), help="training batch size")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=d(cfg["seed"].default),
+        help="seed of θ0, the data order and the baselines",
+    )
+    p.add_argument("--init", choices=INITS, default=d(cfg["init"].default), help="weight initialization")
+    p.add_argument(
+        "--device", default=d(cfg["device"].default), help="device to train on (cpu, cuda, cuda:1, ...)"
+    )
+    p.add_argument(
+        "--no-compile",
+        dest="compile",
+        action="store_false",
+        default=d(True),
+        help="run the training step eagerly instead of torch.compile'ing it once (compile: %(default)s)",
+    )
+    p.add_argument(
+        "--data-root",
+        default=d(None),
+        help="folder holding mnist/ and fashion-mnist/ in torchvision layout "
+        "(None: $LTFUNC_DATA_ROOT, else ~/.cache/ltfunc/data, downloading there if missing)",
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        default=d(False),
+        help="download the dataset into --data-root / $LTFUNC_DATA_ROOT if it is missing there",
+    )
+    p.add_argument(
+        "--quiet", action="store_true", default=d(False), help="no progress bars (for CI and logs)"
+    )
+
+
+def build_parser(*, explicit_only: bool = False) -> argparse.ArgumentParser:
+    """The ``ltfunc`` argument parser.
+
+    Args:
+        explicit_only: Give every ``imp`` option the default ``argparse.SUPPRESS``, so a
+            parsed namespace holds only the options given on the command line (used to let
+            flags override a ``--config`` file).
+
+    Returns:
+        The parser (subcommands ``imp``, ``prune``, ``report``, ``plot``).
+
+    Example:
+        >>> from ltfunc.cli import build_parser
+        >>> ns = build_parser().parse_args(["imp", "--rounds", "3", "--rate", "0.2"])
+        >>> ns.command, ns.rounds, ns.rate, ns.scope
+        ('imp', 3, 0.2, 'layer')
+    """
+
+    def d(value: Any) -> Any:
+        return argparse.SUPPRESS if explicit_only else value
+
+    cfg = ImpConfig.__dataclass_fields__
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Functional lottery-ticket experiments on PyTorch.",
+        formatter_class=_HelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    imp = sub.add_parser(
+        "imp",
+        help="iterative magnitude pruning with reset/rewinding and baselines (resumable)",
+        description=(
+            "Train dense (round 0), then ROUNDS times: prune, reset the survivors to θ0 (or rewind\n"
+            "them to iteration --rewind) and retrain; plus the random-reinit and random-pruning\n"
+            "baselines of every round. Re-running the same command resumes after the last finished\n"
+            "round. Ends by printing the report table and writing RUNS_DIR/NAME/plot.png."
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    imp.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="TOML (Python >= 3.11) or JSON file of ImpConfig fields (and name, runs_dir, data_root); "
+        "flags given on the command line override it",
+    )
+    imp.add_argument(
+        "--rounds", type=int, default=d(cfg["rounds"].default), help="pruning rounds after round 0"
+    )
+    _add_rate_args(imp, d)
+    imp.add_argument(
+        "--schedule",
+        choices=("rate", "sparsity"),
+        default=d(cfg["schedule"].default),
+        help="'rate': prune RATE of the survivors each round; 'sparsity': reach 1-(1-RATE)^k of all weights",
+    )
+    imp.add_argument(
+        "--rewind",
+        type=int,
+        default=d(cfg["rewind"].default),
+        help="0 resets survivors to θ0; k > 0 rewinds them to the dense weights at iteration k",
+    )
+    _add_train_args(imp, d)
+    imp.add_argument(
+        "--eval-every",
+        type=int,
+        default=d(cfg["eval_every"].default),
+        help="evaluate every this many iterations",
+    )
+    imp.add_argument(
+        "--val-size",
+        type=int,
+        default=d(cfg["val_size"].default),
+        help="training examples held out for validation (early stopping)",
+    )
+    imp.add_argument(
+        "--baselines",
+        type=_baselines,
+        default=d(",".join(cfg["baselines"].default)),
+        help="comma-separated baselines to train beside the ticket (reinit, random_prune), or none",
+    )
+    imp.add_argument("--runs-dir", default=d("runs"), help="parent folder of run directories")
+    imp.add_argument("--name", default=d(None), help="run directory name (None: the config hash)")
+    imp.add_argument(
+        "--force",
+        action="store_true",
+        default=d(False),
+        help="delete an existing run in the directory (e.g. with another config) and start over",
+    )
+
+    prune = sub.add_parser(
+        "prune",
+        help="one-shot magnitude pruning of given or freshly trained weights; saves the mask",
+        description=(
+            "Load weights (--weights, a .safetensors file or a state_dict saved with torch.save)\n"
+            "or train the model dense first, prune them once at the given rates, save the mask\n"
+            "and print the per-layer counts."
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    prune.add_argument(
+        "--weights", default=None, metavar="FILE", help="weights to prune (None: train dense first)"
+    )
+    prune.add_argument(
+        "--mask", default=None, metavar="FILE", help="existing mask to prune further (None: all weights)"
+    )
+    _add_rate_args(prune, lambda v: v)
+    prune.add_argument(
+        "--sparsity",
+        action="store_true",
+        help="read the rates as target sparsities of all weights instead of fractions of the survivors",
+    )
+    _add_train_args(prune, lambda v: v)
+    prune.add_argument("-o", "--output", default="mask.safetensors", help="where to save the mask")
+    prune.add_argument(
+        "--save-weights", default=None, metavar="FILE", help="also save the (trained) weights here"
+    )
+
+    report = sub.add_parser(
+        "report",
+        help="print the summary table of run directories",
+        description="Print one row per finished (condition, round); several runs of one study are\n"
+        "shown as mean ± std over the seeds.",
+        formatter_class=_HelpFormatter,
+    )
+    report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
+    report.add_argument("--csv", default=None, metavar="FILE", help="also write the rows to this CSV file")
+
+    plot = sub.add_parser(
+        "plot",
+        help="plot test accuracy (or another metric) vs weights remaining",
+        description="One line per condition and study; seeds of one study are averaged.",
+        formatter_class=_HelpFormatter,
+    )
+    plot.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
+    plot.add_argument("-o", "--output", required=True, metavar="PNG", help="output .png file")
+    plot.add_argument(
+        "--metric", default="test_accuracy_at_early_stop", help="per-round metric of summary.json to plot"
+    )
+    plot.add_argument("--title", default=None, help="figure title")
+    return parser
+
+
+# --------------------------------------------------------------------------------------------
+# config files and merging
+
+
+def _read_config_file(path: str) -> dict[str, Any]:
+    """The mapping stored in a TOML (Python >= 3.11) or JSON config file."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--config: no such file: {p}")
+    if p.suffix.lower() == ".json":
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"--config: {p} is not valid JSON ({e})") from e
+    else:
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10 has no tomllib (and tomli is not a dependency)
+            raise ValueError(
+                f"--config: reading TOML ({p}) needs Python >= 3.11 (tomllib); on Python "
+                f"{sys.version_info.major}.{sys.version_info.minor} write the same keys to a .json file"
+            ) from None
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise ValueError(f"--config: {p} is not valid TOML ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"--config: {p} must hold a table/object of options, got {type(data).__name__}")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def imp_config_from_args(argv: Sequence[str]) -> tuple[ImpConfig, dict[str, Any]]:
+    """The :class:`ImpConfig` and run options an ``ltfunc imp`` command line asks for.
+
+    Precedence: ``ImpConfig`` defaults < ``--config`` file < flags given on the command line.
+
+    Args:
+        argv: The arguments after ``ltfunc`` (starting with ``"imp"``).
+
+    Returns:
+        ``(config, options)`` where ``options`` holds ``run_dir``, ``data_root``, ``download``,
+        ``force`` and ``quiet``.
+
+    Raises:
+        SystemExit: On arguments argparse rejects (after printing usage).
+        FileNotFoundError, ValueError, TypeError: A missing or invalid config file or values.
+
+    Example:
+        >>> from ltfunc.cli import imp_config_from_args
+        >>> cfg, opts = imp_config_from_args(["imp", "--rounds", "2", "--iterations", "100", "--name", "x"])
+        >>> cfg.rounds, cfg.iterations, opts["run_dir"].as_posix()
+        (2, 100, 'runs/x')
+    """
+    ns = build_parser().parse_args(list(argv))
+    explicit = vars(build_parser(explicit_only=True).parse_args(list(argv)))
+    fields = [f.name for f in dataclasses.fields(ImpConfig)]
+    values: dict[str, Any] = {}
+    run: dict[str, Any] = {"name": None, "runs_dir": "runs", "data_root": None}
+    if ns.config is not None:
+        data = _read_config_file(ns.config)
+        unknown = [k for k in data if k not in fields and k not in _RUN_KEYS]
+        if unknown:
+            raise ValueError(
+                f"--config: {ns.config} has unknown key(s) {unknown}. "
+                f"Supported: {', '.join((*fields, *_RUN_KEYS))}"
+            )
+        for k, v in data.items():
+            (run if k in _RUN_KEYS else values)[k] = v
+        if isinstance(values.get("baselines"), list):
+            values["baselines"] = tuple(values["baselines"])
+        if isinstance(values.get("baselines"), str):
+            values["baselines"] = _baselines(values["baselines"])
+    for k, v in explicit.items():
+        if k == "overrides":
+            values["overrides"] = {**values.get("overrides", {}), **dict(v)}
+        elif k in fields:
+            values[k] = v
+        elif k in _RUN_KEYS:
+            run[k] = v
+    config = ImpConfig(**values)
+    name = run["name"] or default_run_name(config)
+    options = {
+        "run_dir": Path(run["runs_dir"]) / name,
+        "data_root": run["data_root"],
+        "download": ns.download,
+        "force": ns.force,
+        "quiet": ns.quiet,
+    }
+    return config, options
+
+
+# --------------------------------------------------------------------------------------------
+# commands
+
+
+def _download_flag(requested: bool, data_root: Any) -> bool | None:
+    """``True`` when asked; ``None`` (download if missing) for the default folder; else ``False``."""
+    if requested:
+        return True
+    return None if data_root is None and not os.environ.get(ENV_ROOT) else False
+
+
+def _cmd_imp(argv: Sequence[str]) -> int:
+    from .plot import plot_runs
+
+    config, opts = imp_config_from_args(argv)
+    run_dir = opts["run_dir"]
+    if not opts["quiet"]:
+        print(f"ltfunc imp: run directory {run_dir}", file=sys.stderr)
+    result = run_imp(
+        config,
+        run_dir,
+        data_root=opts["data_root"],
+        force=opts["force"],
+        progress=not opts["quiet"],
+        download=_download_flag(opts["download"], opts["data_root"]),
+    )
+    if result.resumed and not opts["quiet"]:
+        print(f"ltfunc imp: resumed; {len(result.resumed)} finished round(s) kept", file=sys.stderr)
+    print(report.format_table(report.summary_rows(run_dir)))
+    png = plot_runs([run_dir], run_dir / "plot.png")
+    print(f"\nplot: {getattr(png, 'path', png)}")
+    return 0
+
+
+def _load_weights(path: str, device: str) -> dict[str, Any]:
+    """A ``{name: tensor}`` dict from safetensors, or a torch.save'd state_dict (weights_only)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--weights: no such file: {p}")
+    if p.suffix == ".safetensors":
+        return load_tree(p, device=device)
+    try:
+        data = torch.load(p, map_location=device, weights_only=True)
+    except Exception as e:  # torch raises many types for a bad file
+        raise ValueError(
+            f"--weights: {p} is neither a .safetensors file nor a loadable state_dict ({e})"
+        ) from e
+    if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise ValueError(f"--weights: {p} must hold a state_dict (a dict of tensors)")
+    return dict(data)
+
+
+def _cmd_prune(ns: argparse.Namespace) -> int:
+    rates = prune.Rates(
+        default=ns.rate,
+        conv=ns.conv_rate,
+        fc=ns.fc_rate,
+        output=ns.output_rate,
+        overrides=dict(ns.overrides or []),
+    )
+    model = models.build(ns.model, init=ns.init, seed=ns.seed).to(ns.device)
+    theta = params.get_params(model)
+    if ns.mask is not None:
+        mask = masks.load(ns.mask, device=ns.device)
+    else:
+        mask = masks.ones(theta)
+    masks.check_compatible(mask, theta, "ltfunc prune --mask")
+    if ns.weights is not None:
+        loaded = _load_weights(ns.weights, ns.device)
+        missing = [k for k in mask if k not in loaded]
+        if missing:
+            raise ValueError(f"--weights: {ns.weights} lacks the parameters {missing} of {ns.model}")
+        theta = {k: loaded.get(k, v).to(v.dtype) for k, v in theta.items()}
+        masks.check_compatible(mask, theta, "ltfunc prune --weights")
+    else:
+        theta = _train_dense(ns, model, theta, mask)
+    kwargs = {"sparsity": rates} if ns.sparsity else {"rate": rates}
+    new = prune.magnitude(theta, mask, scope=ns.scope, **kwargs)
+    masks.save(new, ns.output)
+    if ns.save_weights:
+        params.save_tree(masks.apply(new, theta), ns.save_weights)
+    counts = masks.counts(new)
+    width = max(len(k) for k in counts)
+    print(f"{'parameter'.ljust(width)}  {'kept':>9}  {'total':>9}  {'density %':>9}")
+    for name, c in counts.items():
+        label = "total" if name == "__all__" else name
+        print(f"{label.ljust(width)}  {c.kept:>9}  {c.total:>9}  {100 * c.density:>9.2f}")
+    print(f"\nmask: {ns.output}")
+    return 0
+
+
+def _train_dense(ns: argparse.Namespace, model: Any, theta: Any, mask: Any) -> Any:
+    """Train ``theta`` under ``mask`` for ``ns.iterations`` (the ``prune`` command without --weights)."""
+    from tqdm.auto import tqdm
+
+    config = ImpConfig(
+        model=ns.model,
+        dataset=ns.dataset,
+        iterations=ns.iterations,
+        optimizer=ns.optimizer,
+        lr=ns.lr,
+        momentum=ns.momentum,
+        weight_decay=ns.weight_decay,
+        batch_size=ns.batch_size,
+        seed=ns.seed,
+        init=ns.init,
+        device=ns.device,
+        compile=ns.compile,
+    )
+    ds = load_dataset(
+        config.dataset, ns.data_root, device=config.device, download=_download_flag(ns.download, ns.data_root)
+    )
+    optimizer = make_optimizer(config)
+    trainer = make_trainer(
+        make_train_step(model, optimizer, compile=config.compile),
+        optimizer,
+        ds.train,
+        iterations=config.iterations,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        data_seed=config.seed,
+        evaluate=make_evaluator(model, {"test": ds.test}),
+    )
+    bar = (
+        None
+        if ns.quiet
+        else tqdm(total=config.iterations, desc="dense training", unit="it", dynamic_ncols=True)
+    )
+    try:
+        out = train_round(trainer, theta, mask, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    last = out.history[-1]
+    print(f"trained {config.iterations} iterations: test accuracy {100 * last['test_accuracy']:.2f}%")
+    return out.final
+
+
+def _cmd_report(ns: argparse.Namespace) -> int:
+    if len(ns.run_dirs) == 1:
+        rows = report.summary_rows(ns.run_dirs[0])
+    else:
+        rows = report.aggregate(ns.run_dirs)
+    print(report.format_table(rows))
+    if ns.csv:
+        report.write_csv(rows, ns.csv, fieldnames=None if rows else report.SUMMARY_FIELDS)
+        print(f"\ncsv: {ns.csv}")
+    return 0
+
+
+def _cmd_plot(ns: argparse.Namespace) -> int:
+    from .plot import plot_runs
+
+    out = plot_runs(ns.run_dirs, ns.output, metric=ns.metric, title=ns.title)
+    print(f"plot: {getattr(out, 'path', out)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ltfunc`` console script and ``python -m ltfunc``.
+
+    Args:
+        argv: Arguments after the program name (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0 on success, 2 on bad input (the message is printed to stderr,
+        starting with ``ltfunc: error:``), 1 when training diverged, 130 when interrupted.
+
+    Example:
+        >>> from ltfunc.cli import main
+        >>> main(["report", "no/such/run"])
+        2
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    ns = build_parser().parse_args(args)
+    try:
+        if ns.command == "imp":
+            return _cmd_imp(args)
+        if ns.command == "prune":
+            return _cmd_prune(ns)
+        if ns.command == "report":
+            return _cmd_report(ns)
+        return _cmd_plot(ns)
+    except (ValueError, TypeError, OSError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except FloatingPointError as e:
+        print(f"{PROG}: error: training diverged: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130

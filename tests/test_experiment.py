@@ -1,0 +1,521 @@
+"""Tests for ltfunc.experiment: ImpConfig, the run directory, run_imp on real MNIST, resume, bad input."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import ltfunc
+from ltfunc import masks, optim
+from ltfunc.experiment import (
+    METRIC_FIELDS,
+    SUMMARY_FIELDS,
+    ImpConfig,
+    config_diff,
+    load_round,
+    read_config,
+    round_dir,
+    run_imp,
+    summarize_round,
+)
+from ltfunc.models import init_params
+from ltfunc.ticket import derive_seed
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The short run most tests read: 3 rounds of 50 iterations at 20% per round, layer scope.
+SMALL = {
+    "rounds": 3,
+    "rate": 0.2,
+    "iterations": 50,
+    "eval_every": 25,
+    "val_size": 1000,
+    "seed": 0,
+    "compile": False,
+}
+SMALL_CLI = [
+    "imp", "--rounds", "3", "--rate", "0.2", "--iterations", "50", "--eval-every", "25",
+    "--val-size", "1000", "--seed", "0", "--no-compile", "--quiet",
+]  # fmt: skip
+PRUNABLE = {"fc1.weight": 784 * 300, "fc2.weight": 300 * 100, "fc3.weight": 100 * 10}
+
+
+def expected_kept(total: int, rounds: int, rate: float = 0.2) -> list[int]:
+    """Survivors per round when each round removes floor(rate * kept + 0.5) of the survivors."""
+    kept = [total]
+    for _ in range(rounds):
+        kept.append(kept[-1] - math.floor(rate * kept[-1] + 0.5))
+    return kept
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def summary_without_time(path: Path) -> dict[str, Any]:
+    data = json.loads(path.read_text())
+    data.pop("wall_seconds")
+    return data
+
+
+def assert_same_results(a: Path, b: Path, config: ImpConfig) -> None:
+    """Identical masks, weights, metrics and summaries (except wall time) in two run dirs."""
+    for condition in ("ticket", *config.baselines):
+        for k in range(0 if condition == "ticket" else 1, config.rounds + 1):
+            ra, rb = round_dir(a, condition, k), round_dir(b, condition, k)
+            assert masks.load(ra / "mask.safetensors") == masks.load(rb / "mask.safetensors"), (condition, k)
+            for f in ("rewind.safetensors", "final.safetensors"):
+                assert ltfunc.tree_equal(ltfunc.load_tree(ra / f), ltfunc.load_tree(rb / f)), (
+                    condition,
+                    k,
+                    f,
+                )
+            assert read_metrics(ra / "metrics.jsonl") == read_metrics(rb / "metrics.jsonl"), (condition, k)
+            assert summary_without_time(ra / "summary.json") == summary_without_time(rb / "summary.json")
+
+
+@pytest.fixture(scope="module")
+def small_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "small"
+    run_imp(ImpConfig(**SMALL), run, data_root=data_root, progress=False)
+    return run
+
+
+# ---------------------------------------------------------------------------- ImpConfig
+
+
+def test_config_defaults_are_the_papers_lenet_settings() -> None:
+    cfg = ImpConfig()
+    assert (cfg.model, cfg.dataset, cfg.optimizer, cfg.lr, cfg.batch_size) == (
+        "lenet300",
+        "mnist",
+        "adam",
+        1.2e-3,
+        60,
+    )
+    assert (cfg.iterations, cfg.val_size, cfg.rate, cfg.rewind) == (50_000, 5000, 0.2, 0)
+    assert cfg.baselines == ("reinit", "random_prune")
+
+
+def test_config_round_trips_through_json_and_hash_tracks_fields() -> None:
+    cfg = ImpConfig(rounds=4, output_rate=0.1, overrides={"fc1.weight": 0.3}, baselines=("reinit",))
+    data = json.loads(json.dumps(cfg.to_dict()))
+    assert ImpConfig.from_dict(data) == cfg
+    assert ImpConfig.from_dict(data).config_hash() == cfg.config_hash()
+    assert ImpConfig(rounds=5).config_hash() != ImpConfig(rounds=4).config_hash()
+    with pytest.raises(TypeError):
+        cfg.overrides["fc2.weight"] = 0.5  # type: ignore[index]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.rounds = 9  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(cfg)) == cfg and copy.deepcopy(cfg) == cfg
+    assert len({cfg, ImpConfig.from_dict(data), ImpConfig()}) == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        ({"rounds": 0}, ValueError, ["rounds", ">= 1", "0"]),
+        (
+            {"rewind": 100, "iterations": 100},
+            ValueError,
+            ["rewind=100", "beyond the training length", "[0, 99]"],
+        ),
+        ({"model": "resnet"}, ValueError, ["model='resnet'", "'lenet300'", "'conv2'"]),
+        ({"dataset": "cifar10"}, ValueError, ["dataset='cifar10'", "'mnist'", "'fashion-mnist'"]),
+        ({"optimizer": "lion"}, ValueError, ["optimizer='lion'", "'adam'", "'sgd'"]),
+        ({"rate": 1.0}, ValueError, ["rate", "[0, 1)"]),
+        ({"scope": "net"}, ValueError, ["scope='net'", "'global'"]),
+        ({"baselines": ("reinit", "shuffle")}, ValueError, ["'shuffle'", "'random_prune'"]),
+        ({"momentum": 0.9}, ValueError, ["momentum", "'sgd'"]),
+        ({"val_size": 0}, ValueError, ["val_size"]),
+        ({"rounds": 2.0}, TypeError, ["rounds must be an int"]),
+        ({"lr": 0.0}, ValueError, ["lr", "> 0"]),
+    ],
+)
+def test_config_rejects_bad_values(kwargs: dict[str, Any], error: type, words: list[str]) -> None:
+    with pytest.raises(error) as info:
+        ImpConfig(**kwargs)
+    msg = str(info.value)
+    assert msg.startswith("ImpConfig:")
+    for w in words:
+        assert w in msg
+
+
+def test_config_from_dict_rejects_unknown_fields() -> None:
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['epochs'\].*rounds"):
+        ImpConfig.from_dict({"epochs": 3})
+
+
+def test_config_diff_lists_changed_fields() -> None:
+    assert config_diff(ImpConfig().to_dict(), ImpConfig(rate=0.3, seed=2).to_dict()) == {
+        "rate": (0.2, 0.3),
+        "seed": (0, 2),
+    }
+
+
+def test_summarize_round_early_stops_at_the_minimal_validation_loss() -> None:
+    history = [
+        {"iteration": 10, "val_loss": 0.5, "test_accuracy": 0.90},
+        {"iteration": 20, "val_loss": 0.2, "test_accuracy": 0.93},
+        {"iteration": 30, "val_loss": 0.2, "test_accuracy": 0.95},  # tie: the earliest wins
+        {"iteration": 40, "val_loss": 0.3, "test_accuracy": 0.94},
+    ]
+    s = summarize_round(history, round=2, density=0.64, wall_seconds=3.0)
+    assert list(s) == list(SUMMARY_FIELDS)
+    assert s["early_stop_iteration"] == 20 and s["test_accuracy_at_early_stop"] == 0.93
+    assert s["val_loss_at_early_stop"] == 0.2
+    assert s["best_test_accuracy"] == 0.95 and s["last_test_accuracy"] == 0.94
+    assert s["weights_remaining_pct"] == pytest.approx(64.0)
+    with pytest.raises(ValueError, match="history is empty"):
+        summarize_round([], round=0, density=1.0, wall_seconds=0.0)
+
+
+# ---------------------------------------------------------------------------- a real run
+
+
+def test_run_directory_layout(small_run: Path) -> None:
+    cfg = read_config(small_run)
+    assert cfg == ImpConfig(**SMALL)
+    stored = json.loads((small_run / "config.json").read_text())
+    assert stored["config_hash"] == cfg.config_hash() and stored["ltfunc_version"] == ltfunc.__version__
+    assert (small_run / "init.safetensors").is_file()
+    for condition, first in (("ticket", 0), ("reinit", 1), ("random_prune", 1)):
+        assert sorted(p.name for p in (small_run / condition).iterdir()) == [
+            f"round_{k}" for k in range(first, 4)
+        ]
+        for k in range(first, 4):
+            rd = round_dir(small_run, condition, k)
+            names = {p.name for p in rd.iterdir()}
+            assert names == {
+                "mask.safetensors",
+                "rewind.safetensors",
+                "final.safetensors",
+                "metrics.jsonl",
+                "summary.json",
+            }
+            records = read_metrics(rd / "metrics.jsonl")
+            assert [r["iteration"] for r in records] == [25, 50]
+            assert all(list(r) == list(METRIC_FIELDS) for r in records)
+            assert all(0.0 <= r["test_accuracy"] <= 1.0 and math.isfinite(r["val_loss"]) for r in records)
+            summary = json.loads((rd / "summary.json").read_text())
+            assert list(summary) == list(SUMMARY_FIELDS) and summary["round"] == k
+    lines = (small_run / "summary.csv").read_text().splitlines()
+    assert lines[0] == ",".join(("condition", *SUMMARY_FIELDS))
+    assert [tuple(line.split(",")[:2]) for line in lines[1:]] == [
+        ("ticket", "0"), ("ticket", "1"), ("ticket", "2"), ("ticket", "3"),
+        ("reinit", "1"), ("reinit", "2"), ("reinit", "3"),
+        ("random_prune", "1"), ("random_prune", "2"), ("random_prune", "3"),
+    ]  # fmt: skip
+
+
+def test_imp_reaches_the_expected_densities_exactly(small_run: Path) -> None:
+    per_layer = {name: expected_kept(total, 3) for name, total in PRUNABLE.items()}
+    assert per_layer["fc3.weight"] == [1000, 800, 640, 512]
+    assert per_layer["fc1.weight"] == [235200, 188160, 150528, 120422]  # 30105.6 rounds to 30106
+    all_weights = sum(PRUNABLE.values())
+    for k in range(4):
+        mask = masks.load(round_dir(small_run, "ticket", k) / "mask.safetensors")
+        counts = masks.counts(mask)
+        assert {n: counts[n].kept for n in PRUNABLE} == {n: per_layer[n][k] for n in PRUNABLE}
+        assert mask.density() == pytest.approx(0.8**k, abs=2 / all_weights)
+        summary = json.loads((round_dir(small_run, "ticket", k) / "summary.json").read_text())
+        assert summary["density"] == mask.density()
+        assert summary["weights_remaining_pct"] == pytest.approx(100 * 0.8**k, abs=1e-3)
+        for r in read_metrics(round_dir(small_run, "ticket", k) / "metrics.jsonl"):
+            assert r["density"] == mask.density()
+
+
+def test_masks_are_nested_and_follow_the_previous_rounds_magnitudes(small_run: Path) -> None:
+    for k in range(1, 4):
+        prev = load_round(small_run, "ticket", k - 1)
+        cur = masks.load(round_dir(small_run, "ticket", k) / "mask.safetensors")
+        assert masks.intersect(prev.mask, cur) == cur  # pruned weights stay pruned
+        for name in PRUNABLE:
+            kept = prev.final[name][cur[name]].abs()
+            dropped = prev.final[name][prev.mask[name] & ~cur[name]].abs()
+            assert dropped.max() <= kept.min()  # the smallest survivors were removed
+
+
+def test_reset_restores_theta0_on_the_survivors(small_run: Path) -> None:
+    theta0 = ltfunc.load_tree(small_run / "init.safetensors")
+    assert ltfunc.tree_equal(theta0, ltfunc.get_params(ltfunc.models.lenet300(seed=0)))
+    for k in range(4):
+        r = load_round(small_run, "ticket", k)
+        assert ltfunc.tree_equal(r.start, masks.apply(r.mask, theta0))
+        assert not ltfunc.tree_equal(r.final, r.start)  # it did train
+        for name in PRUNABLE:
+            assert torch.all(r.final[name][~r.mask[name]] == 0)  # pruned weights stayed 0
+
+
+def test_reinit_baseline_keeps_the_mask_with_a_fresh_init(small_run: Path) -> None:
+    theta0 = ltfunc.load_tree(small_run / "init.safetensors")
+    model = ltfunc.models.lenet300(seed=0)
+    for k in range(1, 4):
+        ticket, base = load_round(small_run, "ticket", k), load_round(small_run, "reinit", k)
+        assert base.mask == ticket.mask
+        fresh = init_params(model, derive_seed(0, "reinit", k))
+        assert ltfunc.tree_equal(base.start, masks.apply(ticket.mask, fresh))
+        for name in PRUNABLE:
+            alive = ticket.mask[name]
+            assert not torch.equal(base.start[name][alive], theta0[name][alive])
+    # every round draws its own init
+    r1, r2 = load_round(small_run, "reinit", 1), load_round(small_run, "reinit", 2)
+    both = r2.mask["fc2.weight"]
+    assert not torch.equal(r1.start["fc2.weight"][both], r2.start["fc2.weight"][both])
+
+
+def test_random_prune_baseline_matches_counts_with_another_mask_on_theta0(small_run: Path) -> None:
+    theta0 = ltfunc.load_tree(small_run / "init.safetensors")
+    for k in range(1, 4):
+        ticket, base = load_round(small_run, "ticket", k), load_round(small_run, "random_prune", k)
+        ct, cb = masks.counts(ticket.mask), masks.counts(base.mask)
+        assert {n: cb[n].kept for n in PRUNABLE} == {n: ct[n].kept for n in PRUNABLE}
+        assert base.mask != ticket.mask
+        overlap = masks.counts(masks.intersect(base.mask, ticket.mask))["fc1.weight"].kept
+        # an independent random mask overlaps the ticket in about density^2 of the weights
+        assert overlap / PRUNABLE["fc1.weight"] == pytest.approx(0.8 ** (2 * k), abs=0.01)
+        assert ltfunc.tree_equal(base.start, masks.apply(base.mask, theta0))
+
+
+def test_early_stopping_summary_agrees_with_the_metrics(small_run: Path) -> None:
+    for condition, k in (("ticket", 0), ("ticket", 3), ("reinit", 2), ("random_prune", 1)):
+        rd = round_dir(small_run, condition, k)
+        records = read_metrics(rd / "metrics.jsonl")
+        summary = json.loads((rd / "summary.json").read_text())
+        best = min(records, key=lambda r: r["val_loss"])
+        assert summary["early_stop_iteration"] == best["iteration"]
+        assert summary["test_accuracy_at_early_stop"] == best["test_accuracy"]
+        assert summary["last_test_accuracy"] == records[-1]["test_accuracy"]
+    # 50 Adam steps already learn MNIST far above chance (10%)
+    dense = json.loads((round_dir(small_run, "ticket", 0) / "summary.json").read_text())
+    assert dense["last_test_accuracy"] > 0.8
+
+
+def test_same_config_and_seed_reproduce_masks_and_metrics(
+    small_run: Path, data_root: Path, tmp_path: Path
+) -> None:
+    cfg = ImpConfig(**SMALL)
+    result = run_imp(cfg, tmp_path / "again", data_root=data_root, progress=False)
+    assert len(result.trained) == 10 and result.resumed == ()
+    assert_same_results(small_run, tmp_path / "again", cfg)
+
+
+def test_resume_skips_finished_rounds_and_redoes_an_interrupted_one(
+    small_run: Path, data_root: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    # as if killed in ticket round 3: its summary is missing and a metrics line is cut short
+    (round_dir(run, "ticket", 3) / "summary.json").unlink()
+    for b in ("reinit", "random_prune"):
+        shutil.rmtree(round_dir(run, b, 3))
+    with open(round_dir(run, "ticket", 3) / "metrics.jsonl", "a") as fh:
+        fh.write('{"iteration": 75, "train_lo')
+    result = run_imp(ImpConfig(**SMALL), run, data_root=data_root, progress=False)
+    assert result.trained == (("ticket", 3), ("reinit", 3), ("random_prune", 3))
+    assert ("ticket", 2) in result.resumed and len(result.resumed) == 7
+    assert_same_results(small_run, run, ImpConfig(**SMALL))
+    assert [r["condition"] for r in result.rows].count("ticket") == 4
+
+
+def test_a_changed_config_refuses_to_resume_unless_forced(
+    small_run: Path, data_root: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    changed = ImpConfig(**{**SMALL, "rate": 0.5, "rounds": 1, "iterations": 10, "baselines": ()})
+    with pytest.raises(ValueError) as info:
+        run_imp(changed, run, data_root=data_root, progress=False)
+    msg = str(info.value)
+    assert "different config" in msg and "rate: 0.2 in the directory, 0.5 now" in msg and "rounds" in msg
+    assert "force" in msg
+    assert (round_dir(run, "ticket", 3) / "summary.json").is_file()  # nothing was touched
+    with pytest.raises(ValueError, match="already holds this run"):
+        run_imp(ImpConfig(**SMALL), run, data_root=data_root, resume=False, progress=False)
+    result = run_imp(changed, run, data_root=data_root, force=True, progress=False)
+    assert result.trained == (("ticket", 0), ("ticket", 1))
+    assert read_config(run) == changed
+    assert not (run / "reinit").exists() and not round_dir(run, "ticket", 2).exists()
+    counts = masks.counts(masks.load(round_dir(run, "ticket", 1) / "mask.safetensors"))
+    assert counts["fc3.weight"].kept == 500
+
+
+def test_a_corrupt_checkpoint_names_the_file_and_finished_rounds_stay_usable(
+    small_run: Path, data_root: Path, tmp_path: Path
+) -> None:
+    from ltfunc.report import summary_rows
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    for condition in ("ticket", "reinit", "random_prune"):
+        (round_dir(run, condition, 3) / "summary.json").unlink()
+    final = round_dir(run, "ticket", 2) / "final.safetensors"
+    final.write_bytes(final.read_bytes()[:1000])  # truncated
+    with pytest.raises(ValueError) as info:
+        run_imp(ImpConfig(**SMALL), run, data_root=data_root, progress=False)
+    assert str(final) in str(info.value) and "corrupt or truncated" in str(info.value)
+    rows = summary_rows(run)
+    assert [(r["condition"], r["round"]) for r in rows][:3] == [("ticket", 0), ("ticket", 1), ("ticket", 2)]
+    assert len(rows) == 7
+    with pytest.raises(ValueError, match=r"final\.safetensors"):
+        load_round(run, "ticket", 2)
+    # a corrupt config.json is named too
+    (run / "config.json").write_text('{"model": "lenet')
+    with pytest.raises(ValueError, match=r"config\.json is corrupt"):
+        run_imp(ImpConfig(**SMALL), run, data_root=data_root, progress=False)
+
+
+def test_rewinding_restores_the_weights_of_iteration_k(data_root: Path, tmp_path: Path) -> None:
+    from ltfunc.data import load_dataset
+    from ltfunc.step import make_train_step
+    from ltfunc.ticket import make_trainer, train_round
+
+    cfg = ImpConfig(
+        **{
+            **SMALL,
+            "rounds": 1,
+            "iterations": 30,
+            "eval_every": 15,
+            "rewind": 10,
+            "baselines": ("random_prune",),
+        }
+    )
+    run = tmp_path / "rewind"
+    run_imp(cfg, run, data_root=data_root, progress=False)
+    point = ltfunc.load_tree(round_dir(run, "ticket", 0) / "rewind_point.safetensors")
+    # recompute the dense weights after 10 iterations with the same pieces
+    model = ltfunc.models.lenet300(seed=0)
+    theta0 = ltfunc.get_params(model)
+    ds = load_dataset("mnist", data_root, val_size=1000, split_seed=0, download=False)
+    opt = optim.adam(lr=cfg.lr)
+    trainer = make_trainer(
+        make_train_step(model, opt, compile=False), opt, ds.train, iterations=10, batch_size=60, lr=cfg.lr
+    )
+    assert ltfunc.tree_equal(point, train_round(trainer, theta0, masks.ones(theta0)).final)
+    assert not ltfunc.tree_equal(point, theta0)
+    r1 = load_round(run, "ticket", 1)
+    assert ltfunc.tree_equal(r1.start, masks.apply(r1.mask, point))
+    # training resumed at the rewind iteration: evaluations at 15 and 30 only
+    assert [r["iteration"] for r in r1.history] == [15, 30]
+    base = load_round(run, "random_prune", 1)
+    assert ltfunc.tree_equal(base.start, masks.apply(base.mask, point))
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def test_run_dir_that_is_a_file_fails_before_training(data_root: Path, tmp_path: Path) -> None:
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a directory"):
+        run_imp(ImpConfig(**SMALL), f, data_root=data_root, progress=False)
+    with pytest.raises(ValueError, match="not writable"):
+        run_imp(ImpConfig(**SMALL), f / "run", data_root=data_root, progress=False)
+    assert f.read_text() == "x"
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores directory permissions")
+def test_run_dir_that_is_not_writable_fails_before_training(data_root: Path, tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        with pytest.raises(ValueError, match="not writable"):
+            run_imp(ImpConfig(**SMALL), ro / "run", data_root=data_root, progress=False)
+    finally:
+        ro.chmod(0o700)
+
+
+def test_missing_data_root_says_where_it_looked(tmp_path: Path) -> None:
+    nowhere = tmp_path / "nowhere"
+    with pytest.raises(FileNotFoundError) as info:
+        run_imp(ImpConfig(**SMALL), tmp_path / "run", data_root=nowhere, download=False, progress=False)
+    assert str(nowhere / "mnist") in str(info.value) and "--data-root" in str(info.value)
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_unknown_override_fails_before_training(data_root: Path, tmp_path: Path) -> None:
+    cfg = ImpConfig(**{**SMALL, "overrides": {"fc9.weight": 0.3}})
+    with pytest.raises(
+        ValueError, match=r"fc9\.weight.*prunable: \['fc1.weight', 'fc2.weight', 'fc3.weight'\]"
+    ):
+        run_imp(cfg, tmp_path / "run", data_root=data_root, progress=False)
+    assert not (tmp_path / "run" / "ticket").exists()
+
+
+def test_foreign_directory_without_config_is_not_mixed(data_root: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    (run / "ticket").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"no config\.json"):
+        run_imp(ImpConfig(**SMALL), run, data_root=data_root, progress=False)
+
+
+def test_run_imp_rejects_a_non_config() -> None:
+    with pytest.raises(TypeError, match="run_imp: config must be an ImpConfig"):
+        run_imp({"rounds": 1}, "runs/x")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- kill -9 and resume
+
+
+@pytest.mark.slow
+def test_kill_9_mid_round_then_rerun_matches_an_uninterrupted_run(
+    small_run: Path, data_root: Path, tmp_path: Path
+) -> None:
+    cmd = [
+        sys.executable,
+        "-m",
+        "ltfunc",
+        *SMALL_CLI,
+        "--data-root",
+        str(data_root),
+        "--runs-dir",
+        str(tmp_path),
+        "--name",
+        "k",
+    ]
+    # Same thread count as this process (which made small_run): float reductions split across
+    # threads differently, so only equal thread counts give bit-identical weights.
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    run = tmp_path / "k"
+    target = round_dir(run, "ticket", 1) / "metrics.jsonl"
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not target.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (round_dir(run, "ticket", 0) / "summary.json").is_file()
+    assert not (round_dir(run, "ticket", 1) / "summary.json").is_file()
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "ticket" in done.stdout and (run / "plot.png").is_file()
+    assert read_config(run) == ImpConfig(**SMALL)
+    assert_same_results(small_run, run, ImpConfig(**SMALL))
+
+
+@pytest.mark.slow
+def test_compiled_runs_are_deterministic(data_root: Path, tmp_path: Path) -> None:
+    """torch.compile on the CPU: same config and seed give bit-identical masks and metrics."""
+    cfg = ImpConfig(**{**SMALL, "rounds": 2, "iterations": 30, "eval_every": 15, "compile": True})
+    for name in ("a", "b"):
+        run_imp(cfg, tmp_path / name, data_root=data_root, progress=False)
+    assert_same_results(tmp_path / "a", tmp_path / "b", cfg)
+    # and the masks follow the same per-layer counts as the eager run's
+    kept = masks.counts(masks.load(round_dir(tmp_path / "a", "ticket", 2) / "mask.safetensors"))
+    assert kept["fc1.weight"].kept == expected_kept(PRUNABLE["fc1.weight"], 2)[2]

@@ -1,0 +1,283 @@
+"""Tests for ltfunc.ticket: the functional IMP building blocks (synthetic data; fast)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+import ltfunc
+from ltfunc import masks, optim
+from ltfunc.step import make_train_step
+from ltfunc.ticket import (
+    RoundResult,
+    Trainer,
+    baseline_round,
+    baseline_start,
+    derive_seed,
+    imp,
+    make_evaluator,
+    make_trainer,
+    next_mask,
+    reset_to,
+    round_rates,
+    train_round,
+)
+from tests.helpers import tree_clone
+
+N = 96  # synthetic examples
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    return ltfunc.models.lenet300(seed=0)
+
+
+@pytest.fixture(scope="module")
+def theta0(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return ltfunc.get_params(model)
+
+
+@pytest.fixture(scope="module")
+def split() -> tuple[torch.Tensor, torch.Tensor]:
+    """A learnable synthetic task: the label is the argmax of 10 fixed pixel sums."""
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(N, 1, 28, 28, generator=gen)
+    y = x.flatten(1)[:, :10].argmax(1)
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def sgd_step(model: torch.nn.Module) -> tuple[object, object]:
+    """Eager step with stateless SGD: a round's result then depends only on weights and data."""
+    opt = optim.sgd(lr=0.05)
+    return make_train_step(model, opt, compile=False), opt
+
+
+def trainer_for(sgd_step: tuple[object, object], split, iterations: int, **kw) -> Trainer:
+    step, opt = sgd_step
+    return make_trainer(step, opt, split, iterations=iterations, batch_size=16, lr=0.05, **kw)
+
+
+# ---------------------------------------------------------------------------- masks and resets
+
+
+def test_reset_to_takes_survivors_from_init_and_zeros_the_rest(theta0) -> None:
+    mask = next_mask(theta0, masks.ones(theta0), round=1, rate=0.5)
+    before = tree_clone(theta0)
+    out = reset_to(theta0, mask)
+    assert ltfunc.tree_equal(theta0, before)  # input untouched
+    for name, t in out.items():
+        if name in mask:
+            assert torch.equal(t[mask[name]], theta0[name][mask[name]])
+            assert torch.all(t[~mask[name]] == 0)
+        else:
+            assert torch.equal(t, theta0[name]) and t is not theta0[name]  # a copy
+
+
+def test_reset_to_rejects_a_mask_for_another_model(theta0) -> None:
+    other = masks.ones(ltfunc.get_params(ltfunc.models.conv2(seed=0)))
+    with pytest.raises(ValueError, match="reset_to"):
+        reset_to(theta0, other)
+
+
+def test_round_rates_rate_and_cumulative_sparsity_schedules() -> None:
+    rates = ltfunc.Rates(default=0.2, output=0.1, overrides={"fc1.weight": 0.5})
+    assert round_rates(rates, 3, "rate") == {"rate": rates}
+    target = round_rates(rates, 3, "sparsity")["sparsity"]
+    assert target.default == pytest.approx(1 - 0.8**3)
+    assert target.output == pytest.approx(1 - 0.9**3)
+    assert target.fc is None and target.conv is None
+    assert target.overrides["fc1.weight"] == pytest.approx(1 - 0.5**3)
+    with pytest.raises(ValueError, match="round_rates: schedule='linear' is not supported"):
+        round_rates(0.2, 1, "linear")
+    with pytest.raises(ValueError, match="round must be an int >= 1"):
+        round_rates(0.2, 0)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        round_rates(1.5, 1)
+
+
+def test_next_mask_rate_schedule_compounds_per_layer_rounding(theta0) -> None:
+    mask = masks.ones(theta0)
+    kept = {n: mask[n].numel() for n in mask}
+    for k in range(1, 4):
+        mask = next_mask(theta0, mask, round=k, rate=0.2)
+        kept = {n: v - math.floor(0.2 * v + 0.5) for n, v in kept.items()}
+        assert {n: c.kept for n, c in masks.counts(mask).items() if n != "__all__"} == kept
+
+
+def test_next_mask_sparsity_schedule_hits_the_cumulative_target_exactly(theta0) -> None:
+    mask = masks.ones(theta0)
+    for k in range(1, 4):
+        mask = next_mask(theta0, mask, round=k, rate=0.2, schedule="sparsity")
+        for name, c in masks.counts(mask).items():
+            if name != "__all__":
+                assert c.kept == c.total - math.floor((1 - 0.8**k) * c.total + 0.5)
+
+
+def test_next_mask_global_scope_and_output_rate(theta0) -> None:
+    rates = ltfunc.Rates(fc=0.2, output=0.1)
+    mask = next_mask(theta0, masks.ones(theta0), round=1, rate=rates, scope="global")
+    c = masks.counts(mask)
+    assert c["fc3.weight"].kept == 900  # the output layer is its own group
+    assert c["fc1.weight"].kept + c["fc2.weight"].kept == round(0.8 * (235200 + 30000))
+    # one threshold across fc1 and fc2: every survivor there outweighs every pruned weight
+    alive = torch.cat([theta0[n][mask[n]].abs() for n in ("fc1.weight", "fc2.weight")])
+    dead = torch.cat([theta0[n][~mask[n]].abs() for n in ("fc1.weight", "fc2.weight")])
+    assert dead.max() <= alive.min()
+
+
+def test_derive_seed_is_stable_and_separates_streams() -> None:
+    seeds = {derive_seed(s, c, k) for s in (0, 1) for c in ("reinit", "random_prune") for k in (1, 2, 3)}
+    assert len(seeds) == 12 and all(0 <= s < 2**31 for s in seeds)
+    assert derive_seed(0, "reinit", 1) == derive_seed(0, "reinit", 1)
+
+
+def test_baseline_start_reinit_and_random_prune(model, theta0) -> None:
+    ticket_mask = next_mask(theta0, masks.ones(theta0), round=1, rate=0.6)
+    mask, start = baseline_start("reinit", ticket_mask, theta0, model=model, seed=7)
+    assert mask == ticket_mask
+    fresh = ltfunc.models.init_params(model, 7)
+    assert ltfunc.tree_equal(start, masks.apply(mask, fresh))
+    assert not torch.equal(start["fc1.weight"], masks.apply(mask, theta0)["fc1.weight"])
+
+    rmask, rstart = baseline_start("random_prune", ticket_mask, theta0, model=model, seed=7)
+    assert rmask != ticket_mask
+    assert all(masks.counts(rmask)[n] == masks.counts(ticket_mask)[n] for n in ticket_mask)
+    assert ltfunc.tree_equal(rstart, masks.apply(rmask, theta0))
+    again, _ = baseline_start("random_prune", ticket_mask, theta0, model=model, seed=7)
+    assert again == rmask  # a seed fixes the draw
+    with pytest.raises(ValueError, match="'shuffle' is not supported"):
+        baseline_start("shuffle", ticket_mask, theta0, model=model, seed=7)
+
+
+# ---------------------------------------------------------------------------- training rounds
+
+
+def test_make_trainer_validates(sgd_step, split) -> None:
+    step, opt = sgd_step
+    with pytest.raises(TypeError, match="make_trainer: step must be callable"):
+        make_trainer(None, opt, split, iterations=1, batch_size=1, lr=0.1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="make_trainer: iterations must be >= 1"):
+        make_trainer(step, opt, split, iterations=0, batch_size=1, lr=0.1)
+    with pytest.raises(ValueError, match="make_trainer: lr must be a number > 0"):
+        make_trainer(step, opt, split, iterations=1, batch_size=1, lr=0.0)
+    with pytest.raises(TypeError, match="make_trainer: train must be a Split"):
+        make_trainer(step, opt, [1, 2], iterations=1, batch_size=1, lr=0.1)
+
+
+def test_train_round_evaluates_on_schedule_and_at_the_end(sgd_step, split, theta0, model) -> None:
+    evaluator = make_evaluator(model, {"val": split, "test": split})
+    t = trainer_for(sgd_step, split, 10, eval_every=4, evaluate=evaluator)
+    seen = []
+    out = train_round(t, theta0, masks.ones(theta0), on_record=seen.append)
+    assert [r["iteration"] for r in out.history] == [4, 8, 10]
+    assert seen == list(out.history)
+    assert list(out.history[0]) == [
+        "iteration", "train_loss", "val_loss", "val_accuracy", "test_loss", "test_accuracy", "density",
+    ]  # fmt: skip
+    assert out.history[-1]["val_loss"] == out.history[-1]["test_loss"]  # same split twice
+    assert out.history[-1]["train_loss"] < out.history[0]["train_loss"] * 1.5
+    assert out.captured is None
+
+
+def test_train_round_from_a_rewind_point_continues_the_same_data_stream(sgd_step, split, theta0) -> None:
+    """Stateless SGD: training 0..10 equals training 0..4, then 4..10 from the captured weights."""
+    mask = next_mask(theta0, masks.ones(theta0), round=1, rate=0.3)
+    start = reset_to(theta0, mask)
+    t = trainer_for(sgd_step, split, 10)  # 10 steps of 16 from 96 examples: crosses an epoch
+    full = train_round(t, start, mask, capture_at=4)
+    assert full.captured is not None and not ltfunc.tree_equal(full.captured, start)
+    rest = train_round(t, full.captured, mask, start_iteration=4)
+    assert ltfunc.tree_equal(rest.final, full.final)
+    assert [r["iteration"] for r in rest.history] == [10]
+    with pytest.raises(ValueError, match=r"start_iteration=10 must be < trainer\.iterations=10"):
+        train_round(t, start, mask, start_iteration=10)
+
+
+def test_every_round_starts_with_a_fresh_optimizer_state(model, split, theta0) -> None:
+    """With Adam, the same start weights and mask give the same round twice (no carried moments)."""
+    opt = optim.adam(lr=1e-3)
+    step = make_train_step(model, opt, compile=False)
+    t = make_trainer(step, opt, split, iterations=3, batch_size=16, lr=1e-3)
+    mask = masks.ones(theta0)
+    a, b = train_round(t, theta0, mask), train_round(t, theta0, mask)
+    assert ltfunc.tree_equal(a.final, b.final) and a.history == b.history
+
+
+def test_imp_generator_resets_to_theta0_and_keeps_pruned_weights_zero(sgd_step, split, theta0) -> None:
+    before = tree_clone(theta0)
+    t = trainer_for(sgd_step, split, 4)
+    results = list(imp(t, theta0, rounds=3, rate=0.2))
+    assert ltfunc.tree_equal(theta0, before)
+    assert [r.round for r in results] == [0, 1, 2, 3]
+    assert all(isinstance(r, RoundResult) and r.condition == "ticket" for r in results)
+    assert ltfunc.tree_equal(results[0].rewind_point, theta0)
+    for prev, cur in itertools.pairwise(results):
+        assert cur.mask == next_mask(prev.final, prev.mask, round=cur.round, rate=0.2)
+        assert ltfunc.tree_equal(cur.start, reset_to(theta0, cur.mask))
+        for n in cur.mask:
+            assert torch.all(cur.final[n][~cur.mask[n]] == 0)
+
+
+def test_imp_with_rewinding_resets_to_the_iteration_k_weights(sgd_step, split, theta0) -> None:
+    t = trainer_for(sgd_step, split, 6)
+    r0, r1 = list(imp(t, theta0, rounds=1, rate=0.2, rewind=2))
+    after_two = train_round(trainer_for(sgd_step, split, 2), theta0, masks.ones(theta0)).final
+    assert ltfunc.tree_equal(r0.rewind_point, after_two)
+    assert ltfunc.tree_equal(r1.start, reset_to(after_two, r1.mask))
+
+
+def test_imp_validates_before_training(sgd_step, split, theta0) -> None:
+    t = trainer_for(sgd_step, split, 4)
+    with pytest.raises(ValueError, match="imp: rounds must be >= 1"):
+        imp(t, theta0, rounds=0, rate=0.2)
+    with pytest.raises(ValueError, match="imp: rewind=4 is beyond the training length iterations=4"):
+        imp(t, theta0, rounds=1, rate=0.2, rewind=4)
+    with pytest.raises(ValueError, match="schedule"):
+        imp(t, theta0, rounds=1, rate=0.2, schedule="cubic")
+
+
+def test_baseline_round_trains_the_same_iterations_and_data(sgd_step, split, model, theta0) -> None:
+    t = trainer_for(sgd_step, split, 5, eval_every=5)
+    _, r1 = list(imp(t, theta0, rounds=1, rate=0.5))
+    base = baseline_round(t, "random_prune", r1, theta0, model=model, seed=3)
+    assert (base.condition, base.round) == ("random_prune", 1)
+    assert [r["iteration"] for r in base.history] == [r["iteration"] for r in r1.history] == [5]
+    # same data order: retraining the baseline's start with its mask reproduces it exactly
+    again = train_round(t, base.start, base.mask)
+    assert ltfunc.tree_equal(again.final, base.final)
+    mask, start = baseline_start(
+        "random_prune", r1.mask, theta0, model=model, seed=derive_seed(3, "random_prune", 1)
+    )
+    assert mask == base.mask and ltfunc.tree_equal(start, base.start)
+
+
+# ---------------------------------------------------------------------------- one compile for the run
+
+
+@pytest.mark.slow
+def test_the_compiled_step_does_not_recompile_across_rounds_or_baselines(model, split, theta0) -> None:
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    opt = optim.adam(lr=1e-3)
+    step = make_train_step(model, opt, compile=True)
+    t = make_trainer(step, opt, split, iterations=3, batch_size=16, lr=1e-3)
+    rounds = imp(t, theta0, rounds=3, rate=0.2, rewind=1)
+    first = next(rounds)
+    graphs = counters["stats"]["unique_graphs"]
+    frames = dict(counters["frames"])
+    assert graphs >= 1
+    later = list(rounds)
+    for r in later:
+        baseline_round(t, "reinit", r, first.rewind_point, model=model, seed=0, rewind=1)
+        baseline_round(t, "random_prune", r, first.rewind_point, model=model, seed=0, rewind=1)
+    assert [r.round for r in later] == [1, 2, 3]
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert step.num_compiles == 1
+    assert dict(counters["frames"]) == frames
+    assert not counters["recompiles"]
