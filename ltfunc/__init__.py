@@ -17,6 +17,7 @@ from . import optim as optim
 from . import params as params
 from . import prune as prune
 from . import report as report
+from . import reproduce as reproduce
 from . import step as step
 from . import ticket as ticket
 from . import train as train

@@ -1,10 +1,13 @@
-"""The ``ltfunc`` command line: ``imp``, ``prune``, ``report`` and ``plot``.
+"""The ``ltfunc`` command line: ``imp``, ``prune``, ``report``, ``plot`` and ``reproduce``.
 
 ``ltfunc imp`` runs (or resumes) an IMP experiment into ``RUNS_DIR/NAME`` (see
 :func:`ltfunc.experiment.run_imp`), then prints the report table and writes ``plot.png``
 into the run directory. Options come from, in increasing priority: the defaults of
 :class:`ltfunc.experiment.ImpConfig`, a ``--config`` file (TOML, or JSON), and the flags given
 on the command line.
+
+``ltfunc reproduce STUDY`` runs a study of :data:`ltfunc.reproduce.STUDIES` at the paper's
+settings (every seed in turn, resumable) and writes its CSVs, figures and ``results.md``.
 """
 
 from __future__ import annotations
@@ -68,6 +71,18 @@ def _baselines(text: str) -> tuple[str, ...]:
             f"Supported: {', '.join(BASELINES)} (comma-separated) or none"
         )
     return names
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated ints such as 0,1,2, got {text!r}"
+        ) from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct ints >= 0 such as 0,1,2, got {text!r}")
+    return seeds
 
 
 def _add_rate_args(p: argparse.ArgumentParser, d: Any) -> None:
@@ -165,7 +180,7 @@ def build_parser(*, explicit_only: bool = False) -> argparse.ArgumentParser:
             flags override a ``--config`` file).
 
     Returns:
-        The parser (subcommands ``imp``, ``prune``, ``report``, ``plot``).
+        The parser (subcommands ``imp``, ``prune``, ``report``, ``plot``, ``reproduce``).
 
     Example:
         >>> from ltfunc.cli import build_parser
@@ -297,7 +312,64 @@ def build_parser(*, explicit_only: bool = False) -> argparse.ArgumentParser:
         "--metric", default="test_accuracy_at_early_stop", help="per-round metric of summary.json to plot"
     )
     plot.add_argument("--title", default=None, help="figure title")
+    _add_reproduce_parser(sub)
     return parser
+
+
+def _add_reproduce_parser(sub: Any) -> None:
+    from .reproduce import STUDIES
+
+    rep = sub.add_parser(
+        "reproduce",
+        help="reproduce a lottery-ticket study of the paper (resumable) and write its results",
+        description=(
+            "Run every seed of STUDY in turn into RUNS_DIR/<prefix>-seed<k> (resumable: run the same\n"
+            "command again after an interruption), then write OUT/rounds.csv, runs.csv, the figures\n"
+            "and results.md (with the deviations from the paper and whether the results are partial).\n"
+            "<prefix> is STUDY, with the overridden settings appended. Studies: "
+            + ", ".join(f"{k} ({v.title})" for k, v in STUDIES.items())
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    rep.add_argument("study", metavar="STUDY", help=f"the study: {', '.join(STUDIES)}")
+    rep.add_argument(
+        "--seeds", type=_seeds, default=None, help="comma-separated seeds (None: the study's, e.g. 0,1,2)"
+    )
+    rep.add_argument("--runs-dir", default="runs", help="parent folder of the run directories")
+    rep.add_argument("--out", default=None, help="output folder (None: docs/results/<prefix>)")
+    rep.add_argument(
+        "--data-root",
+        default=None,
+        help="folder holding mnist/ and fashion-mnist/ in torchvision layout "
+        "(None: $LTFUNC_DATA_ROOT, else ~/.cache/ltfunc/data, downloading there if missing)",
+    )
+    rep.add_argument("--download", action="store_true", help="download the dataset if it is missing")
+    for name, what in (
+        ("iterations", "training iterations per round"),
+        ("rounds", "pruning rounds"),
+        ("eval_every", "evaluation interval in iterations"),
+        ("val_size", "training examples held out for validation"),
+    ):
+        rep.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=int,
+            default=None,
+            help=f"override the study's {what} (None: the study's); recorded as a deviation",
+        )
+    rep.add_argument("--device", default=None, help="device to train on (None: cpu)")
+    rep.add_argument(
+        "--no-compile",
+        dest="compile",
+        action="store_false",
+        default=None,
+        help="run the training step eagerly instead of torch.compile'ing it once",
+    )
+    rep.add_argument("--quiet", action="store_true", help="no progress bars")
+    rep.add_argument(
+        "--collect-only",
+        action="store_true",
+        help="train nothing: write the results of the rounds finished so far (e.g. while runs go on)",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -549,6 +621,34 @@ def _cmd_plot(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reproduce(ns: argparse.Namespace) -> int:
+    from .reproduce import get_study, reproduce
+
+    study = get_study(ns.study)  # an unknown name fails here, listing the valid ones
+    overrides = {k: getattr(ns, k) for k in ("iterations", "rounds", "eval_every", "val_size")}
+    result = reproduce(
+        study,
+        ns.seeds,
+        runs_dir=ns.runs_dir,
+        out=ns.out,
+        overrides=overrides,
+        data_root=ns.data_root,
+        device=ns.device,
+        compile=ns.compile,
+        progress=not ns.quiet,
+        download=_download_flag(ns.download, ns.data_root),
+        collect_only=ns.collect_only,
+    )
+    print(report.format_table([{**r, "n": r["n_seeds"]} for r in result.rows]))
+    state = (
+        "complete" if result.complete else f"PARTIAL: {result.finished} of {result.expected} rounds finished"
+    )
+    print(f"\n{study.name}: {state}")
+    for path in result.files:
+        print(f"wrote {path}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ltfunc`` console script and ``python -m ltfunc``.
 
@@ -573,6 +673,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_prune(ns)
         if ns.command == "report":
             return _cmd_report(ns)
+        if ns.command == "reproduce":
+            return _cmd_reproduce(ns)
         return _cmd_plot(ns)
     except (ValueError, TypeError, OSError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
