@@ -19,8 +19,9 @@ training is one ``torch.compile``'d masked step (:func:`ltfunc.step.make_train_s
 functional optimizer translated from the ``torch.optim`` one, and the loops of
 :meth:`LotteryTicket.get_masks_by_iteration` / :meth:`LotteryTicket.train_all` are
 :func:`ltfunc.train.fit`. The wrapped module stays the source of truth: every step reads its
-parameters and writes the result back into them, so ``LT.model`` can be evaluated, saved or
-edited between steps exactly as with the seed.
+parameters and buffers and writes the results back into them (BatchNorm running statistics
+included), so ``LT.model`` can be evaluated, saved or edited between steps exactly as with
+the seed.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from torch import Tensor, nn
 
 from . import masks as _masks
 from ._errors import check_choice, check_fraction
-from ._types import Batch, DeviceLike, LossFn, Params
+from ._types import Batch, Buffers, DeviceLike, LossFn, Params
 from .masks import Mask
 from .optim import Optimizer, adam, from_torch
 from .params import get_buffers
@@ -129,7 +130,10 @@ class LotteryTicket:
     runs one compiled masked step (:func:`ltfunc.step.make_train_step`, flat fast path) and
     copies the new weights into ``model``'s parameters with one ``torch._foreach_copy_``
     (about 70 µs next to a 1.5-2 ms LeNet-300-100 step on a CPU core), so ``LT.model`` is
-    always the up-to-date, masked network, ready to evaluate or ``torch.save``. If the model's
+    always the up-to-date, masked network, ready to evaluate or ``torch.save``. Buffers are
+    handled the same way: BatchNorm layers in training mode update their running statistics
+    in ``model`` exactly as an ``nn.Module`` training step would (each step reads the model's
+    current buffers and writes the new ones back). If the model's
     parameters are changed outside the facade (``load_state_dict``, in-place edits), the next
     step notices it (parameter version counters) and reads them back; the optimizer state is
     kept. The given ``torch.optim`` optimizer is only *read*: its hyper-parameters are
@@ -287,8 +291,9 @@ class LotteryTicket:
             )
 
     def _make_step(self) -> TrainStep:
-        # The model's own buffers (not copies): BatchNorm statistics loaded by train_init or
-        # by the user are what the step's forward pass reads.
+        # The model's own buffers (not copies) as the step's defaults; every step is given
+        # the model's current buffers explicitly (``_buffers``) and its new buffers are
+        # copied back into the model (``_commit``).
         return make_train_step(
             self.model,
             self.functional_optimizer,
@@ -300,6 +305,10 @@ class LotteryTicket:
     def _params(self) -> Params:
         """The module's parameters as detached tensors that share its storage."""
         return {name: p.detach() for name, p in self.model.named_parameters()}
+
+    def _buffers(self) -> Buffers | None:
+        """The model's buffers as detached tensors sharing its storage; ``None`` if it has none."""
+        return get_buffers(self.model, copy=False) if self._step.buffers else None
 
     def _signature(self) -> tuple[tuple[int, int], ...]:
         return tuple((p._version, p.data_ptr()) for p in self.model.parameters())
@@ -321,12 +330,16 @@ class LotteryTicket:
         return self._flat
 
     def _commit(self, state: FlatState) -> None:
-        """Keep ``state`` and copy its params into the model's parameters (one foreach copy)."""
-        self._flat = state
+        """Keep ``state`` and copy its params and buffers into the model (foreach copies)."""
         views = self._step.layout.views(state.params)
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             torch._foreach_copy_([params[n] for n in views], list(views.values()))
+            if state.buffers:
+                buffers = dict(self.model.named_buffers())
+                torch._foreach_copy_([buffers[n] for n in state.buffers], list(state.buffers.values()))
+        # the model now holds the buffers: the next step reads them from there
+        self._flat = state._replace(buffers=None)
         self._synced = self._signature()
 
     def _reset_optimizer_state(self) -> None:
@@ -778,7 +791,8 @@ class LotteryTicket:
             True
         """
         batch = self._to_device("train_on_batch", inputs, targets)
-        state, metrics = self._step.flat_step(self._flat_state(), self._masks, batch, self._current_lr())
+        flat = self._flat_state()._replace(buffers=self._buffers())
+        state, metrics = self._step.flat_step(flat, self._masks, batch, self._current_lr())
         self._commit(state)
         n = int(batch[1].shape[0])
         if not sync:
@@ -802,9 +816,9 @@ class LotteryTicket:
         try:
             params, opt_state = self._step.unpack(self._flat_state())
             batches = self._device_batches(func, loader)
-            state = TrainState(params, opt_state, 0)
+            state = TrainState(params, opt_state, 0, self._buffers())
             state = fit(self._step, state, self._masks, batches, iterations, lr=self._current_lr())
-            self._commit(self._step.pack(state.params, state.opt_state))
+            self._commit(self._step.pack(state.params, state.opt_state, state.buffers))
         finally:
             self.model.train(was_training)
 

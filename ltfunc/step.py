@@ -24,6 +24,14 @@ being views into the flat buffers; feeding a step's outputs back in costs nothin
 recognized by identity), anything else is flattened once. :meth:`TrainStep.flat_step` with
 a :class:`FlatState` skips the views altogether (``ltfunc.train.fit`` uses it).
 
+Buffers. Modules that update buffers in training mode (BatchNorm's running statistics and
+``num_batches_tracked``) are trained functionally: the buffers are an explicit input of
+the step and the updated buffers an output. ``step(..., buffers=b)`` returns
+``(params, opt_state, metrics, new_buffers)``; a :class:`FlatState` carries them from step
+to step; :class:`ltfunc.train.TrainState` carries them through ``fit``. Without
+``buffers=`` the step reads its own fixed buffers and returns the 3-tuple, which is what
+buffer-free models use (and models whose normalization layers are in eval mode).
+
 Performance: see :class:`TrainStep` for measured times per step (LeNet-300-100 on CPU),
 the cold compile time and what each design choice bought.
 """
@@ -35,7 +43,7 @@ import types
 import weakref
 from collections.abc import Callable, Mapping
 from itertools import count as _counter
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import optree
 import torch
@@ -122,13 +130,16 @@ class FlatState(NamedTuple):
     """Params and optimizer state in the step's flat layout (the fast path of :class:`TrainStep`).
 
     Build it with :meth:`TrainStep.pack`, advance it with :meth:`TrainStep.flat_step`, and
-    get dict pytrees back with :meth:`TrainStep.unpack`.
+    get dict pytrees back with :meth:`TrainStep.unpack` (and ``state.buffers``).
     """
 
     params: Tensor
     """All parameters in one 1-D tensor (see :class:`FlatLayout`)."""
     opt_state: OptState
     """The optimizer's state for the one-leaf tree ``{"flat": params}``."""
+    buffers: Buffers | None = None
+    """The model's buffers (BatchNorm running statistics), read and updated by every
+    :meth:`TrainStep.flat_step`; ``None``: the step's own fixed buffers, not updated."""
 
 
 def _is_param_dict(node: Any, names: tuple[str, ...]) -> bool:
@@ -203,9 +214,11 @@ _STEP_IDS = _counter()
 class TrainStep:
     """The masked training step made by :func:`make_train_step`; call it like a function.
 
-    ``step(params, opt_state, mask, (x, y), lr) -> (params, opt_state, metrics)``. See
-    :func:`make_train_step` for the semantics; this class adds the flat fast path
-    (:meth:`pack`, :meth:`flat_step`, :meth:`unpack`) and :attr:`num_compiles`.
+    ``step(params, opt_state, mask, (x, y), lr) -> (params, opt_state, metrics)``, and
+    ``step(..., buffers=b) -> (params, opt_state, metrics, new_buffers)`` for models whose
+    buffers change in training (BatchNorm). See :func:`make_train_step` for the semantics;
+    this class adds the flat fast path (:meth:`pack`, :meth:`flat_step`, :meth:`unpack`) and
+    :attr:`num_compiles`.
 
     Measured on LeNet-300-100, batch 60, real MNIST batches, torch 2.14, a shared 2-core AMD
     EPYC VM, ``OMP_NUM_THREADS=1``; µs per step, best of 20 windows of 50 steps, variants
@@ -261,6 +274,18 @@ class TrainStep:
         self.loss_fn = loss_fn
         self.compiled = compile
         self.buffers = buffers
+        # Normalization layers that update running statistics in training mode: without
+        # explicit buffers the step would have to drop those updates, so it refuses.
+        self._stat_modules: tuple[tuple[str, nn.Module], ...] = tuple(
+            (name, m)
+            for name, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
+        )
+        # momentum=None (a cumulative average) reads num_batches_tracked on the host: not traceable
+        self._cma_modules = tuple((name, m) for name, m in self._stat_modules if m.momentum is None)
+        self._buffer_specs: dict[str, tuple[torch.Size, torch.dtype]] = {
+            k: (v.shape, v.dtype) for k, v in buffers.items()
+        }
         params = dict(model.named_parameters())
         self.layout = FlatLayout.of(params)
         meta = {k: torch.empty(v.shape, device="meta") for k, v in params.items()}
@@ -309,26 +334,31 @@ class TrainStep:
         )
 
     def _make_core(self) -> Callable[..., Any]:
-        model, loss_fn, optimizer, layout, buffers = (
-            self.model,
-            self.loss_fn,
-            self.optimizer,
-            self.layout,
-            self.buffers,
-        )
-
+        model, loss_fn, optimizer, layout = self.model, self.loss_fn, self.optimizer, self.layout
         names = layout.names
 
         def masked_step(
-            flat: Tensor, opt_state: OptState, flat_mask: Tensor, x: Tensor, y: Tensor, lr: Tensor
-        ) -> tuple[Tensor, OptState, Tensor, Tensor]:
-            def loss_of(ps: Params) -> tuple[Tensor, Tensor]:
-                out = torch.func.functional_call(model, {**ps, **buffers}, (x,))
-                return loss_fn(out, y), out
+            flat: Tensor,
+            opt_state: OptState,
+            flat_mask: Tensor,
+            x: Tensor,
+            y: Tensor,
+            lr: Tensor,
+            buffers: Buffers,
+        ) -> tuple[Tensor, OptState, Tensor, Tensor, Buffers]:
+            def loss_of(ps: Params, bufs: Buffers) -> tuple[Tensor, tuple[Tensor, Buffers]]:
+                # torch.func refuses in-place updates of tensors from outside the transform:
+                # copies made inside it are what BatchNorm updates (running statistics,
+                # num_batches_tracked), and they come out as the new buffers.
+                new_bufs = {k: b.clone() for k, b in bufs.items()}
+                out = torch.func.functional_call(model, {**ps, **new_bufs}, (x,))
+                return loss_fn(out, y), (out, new_bufs)
 
             params = layout.views(flat)
             mask = layout.views(flat_mask)
-            grads, (loss, logits) = torch.func.grad_and_value(loss_of, has_aux=True)(params)
+            grads, (loss, (logits, new_buffers)) = torch.func.grad_and_value(loss_of, has_aux=True)(
+                params, buffers
+            )
             # The update runs per tensor on views of the flat inputs and its results are
             # concatenated into flat outputs: inductor then writes each fused per-tensor loop
             # straight into its slice of the output buffers, and reads each gradient where its
@@ -337,12 +367,17 @@ class TrainStep:
             new, new_state = optimizer.update(grads, _state_views(opt_state, layout), params, lr)
             new_flat = torch.cat([(new[n] * mask[n]).reshape(-1) for n in names])
             accuracy = (logits.argmax(-1) == y).to(loss.dtype).mean()
-            return new_flat, _state_flat(new_state, layout), loss.detach(), accuracy
+            return new_flat, _state_flat(new_state, layout), loss.detach(), accuracy, new_buffers
 
         return masked_step
 
     # Flat fast path -------------------------------------------------------------------------
-    def pack(self, params: Mapping[str, Tensor], opt_state: OptState | None = None) -> FlatState:
+    def pack(
+        self,
+        params: Mapping[str, Tensor],
+        opt_state: OptState | None = None,
+        buffers: Mapping[str, Tensor] | None = None,
+    ) -> FlatState:
         """Copy a params pytree (and optimizer state) into the step's flat layout.
 
         Args:
@@ -351,9 +386,13 @@ class TrainStep:
             opt_state: A state of this step's optimizer for ``params`` (e.g. from
                 ``optimizer.init(params)`` or returned by the step), or ``None`` for a fresh
                 ``optimizer.init``.
+            buffers: The model's buffers to carry (BatchNorm running statistics; keys,
+                shapes and dtypes of the step's :attr:`buffers`), or ``None`` to use the
+                step's own fixed buffers.
 
         Returns:
-            A :class:`FlatState` (new tensors; the inputs are not modified).
+            A :class:`FlatState` (new flat tensors; the buffers are referenced, not copied;
+            the inputs are not modified).
 
         Raises:
             TypeError, ValueError: As for calling the step.
@@ -367,9 +406,10 @@ class TrainStep:
             (torch.Size([266610]), torch.Size([266610]))
         """
         flat = self._check_and_flatten(params)
+        bufs = None if buffers is None else self._check_buffers("pack", buffers, flat)
         if opt_state is None:
-            return FlatState(flat, self.optimizer.init({FLAT_KEY: flat}))
-        return FlatState(flat, self._flatten_state(opt_state, flat))
+            return FlatState(flat, self.optimizer.init({FLAT_KEY: flat}), bufs)
+        return FlatState(flat, self._flatten_state(opt_state, flat), bufs)
 
     def unpack(self, state: FlatState) -> tuple[Params, OptState]:
         """Dict pytrees of a :class:`FlatState`: ``(params, opt_state)`` as views (no copy).
@@ -401,7 +441,10 @@ class TrainStep:
         """One masked step on a :class:`FlatState` (no dict views are built).
 
         Args:
-            state: From :meth:`pack` or a previous :meth:`flat_step`.
+            state: From :meth:`pack` or a previous :meth:`flat_step`. Its ``buffers`` are the
+                forward pass's buffers and come back updated in the new state; ``None`` uses
+                the step's own fixed buffers (refused for normalization layers that update
+                running statistics in training mode).
             mask: As for calling the step.
             batch: ``(x, y)`` on the params' device.
             lr: Learning rate, a float or a 0-d tensor.
@@ -429,10 +472,10 @@ class TrainStep:
                 f"flat_step: state.params must be a 1-D float tensor of {self.layout.numel} elements "
                 "(from step.pack)"
             )
-        flat_state, metrics = self._run("flat_step", flat, state.opt_state, mask, batch, lr)
-        return flat_state, metrics
+        return self._run("flat_step", flat, state.opt_state, mask, batch, lr, state.buffers)
 
     # Dict interface ---------------------------------------------------------------------------
+    @overload
     def __call__(
         self,
         params: Mapping[str, Tensor],
@@ -440,7 +483,30 @@ class TrainStep:
         mask: Mask | None,
         batch: Batch,
         lr: float | Tensor,
-    ) -> tuple[Params, OptState, Metrics]:
+        buffers: None = None,
+    ) -> tuple[Params, OptState, Metrics]: ...
+
+    @overload
+    def __call__(
+        self,
+        params: Mapping[str, Tensor],
+        opt_state: OptState,
+        mask: Mask | None,
+        batch: Batch,
+        lr: float | Tensor,
+        buffers: Mapping[str, Tensor],
+    ) -> tuple[Params, OptState, Metrics, Buffers]: ...
+
+    def __call__(
+        self,
+        params: Mapping[str, Tensor],
+        opt_state: OptState,
+        mask: Mask | None,
+        batch: Batch,
+        lr: float | Tensor,
+        buffers: Mapping[str, Tensor] | None = None,
+    ) -> tuple[Params, OptState, Metrics] | tuple[Params, OptState, Metrics, Buffers]:
+        """One masked step on dict pytrees; see :func:`make_train_step`."""
         last = self._last
         if (
             last is not None
@@ -453,7 +519,9 @@ class TrainStep:
         else:
             flat = self._check_and_flatten(params)
             flat_opt = self._flatten_state(opt_state, flat)
-        new_state, metrics = self._run("train_step", flat, flat_opt, mask, batch, lr)
+        if buffers is not None:
+            buffers = self._check_buffers("train_step", buffers, flat)
+        new_state, metrics = self._run("train_step", flat, flat_opt, mask, batch, lr, buffers)
         out_params, out_opt = self.unpack(new_state)
         self._last = (
             tuple(out_params.values()),
@@ -461,23 +529,92 @@ class TrainStep:
             new_state.params,
             new_state.opt_state,
         )
-        return out_params, out_opt, metrics
+        if new_state.buffers is None:
+            return out_params, out_opt, metrics
+        return out_params, out_opt, metrics, new_state.buffers
 
     # Shared core --------------------------------------------------------------------------------
     def _run(
-        self, func: str, flat: Tensor, flat_opt: OptState, mask: Mask | None, batch: Batch, lr: float | Tensor
+        self,
+        func: str,
+        flat: Tensor,
+        flat_opt: OptState,
+        mask: Mask | None,
+        batch: Batch,
+        lr: float | Tensor,
+        buffers: Buffers | None,
     ) -> tuple[FlatState, Metrics]:
+        # ``buffers`` were checked by the caller (pack / __call__) when not None
         flat_mask = self._flat_mask(func, mask, flat)
         x, y = self._check_batch(func, batch, flat)
         lr_t = self._lr_tensor(func, lr, flat)
+        bufs = self._own_buffers(func, flat) if buffers is None else buffers
+        if self._cma_modules and self.compiled:
+            self._check_traceable(func)
         produced = self._produced
         if produced is None or produced[0] is not flat or produced[1] is not flat_mask:
             flat = flat * flat_mask  # params from elsewhere, or a new mask: prune them once
-        new_flat, new_opt, loss, accuracy = self._fn(flat, flat_opt, flat_mask, x, y, lr_t)
+        new_flat, new_opt, loss, accuracy, new_bufs = self._fn(flat, flat_opt, flat_mask, x, y, lr_t, bufs)
         self._produced = (new_flat, flat_mask)
         if self._example_shape is None:
             self._example_shape = tuple(x.shape[1:])
-        return FlatState(new_flat, new_opt), {"loss": loss, "accuracy": accuracy}
+        return FlatState(new_flat, new_opt, None if buffers is None else new_bufs), {
+            "loss": loss,
+            "accuracy": accuracy,
+        }
+
+    def _own_buffers(self, func: str, flat: Tensor) -> Buffers:
+        """The step's fixed buffers, for calls without ``buffers``; refused where they would change."""
+        updating = [name or "(the model)" for name, m in self._stat_modules if m.training]
+        if updating:
+            raise ValueError(
+                f"{func}: {type(self.model).__name__} has normalization layers in training mode "
+                f"({', '.join(updating)}) whose running statistics every step updates, but no buffers "
+                "were given: pass them (step(..., buffers=b) returns (params, opt_state, metrics, "
+                "new_buffers); step.pack(params, opt_state, b) for flat_step; ltfunc.train.init for "
+                "fit), or call model.eval() to train with fixed statistics"
+            )
+        for k, b in self.buffers.items():
+            if b.device != flat.device:
+                raise ValueError(f"{func}: buffer {k!r} is on {b.device} but params are on {flat.device}")
+        return self.buffers
+
+    def _check_traceable(self, func: str) -> None:
+        cumulative = [name or "(the model)" for name, m in self._cma_modules if m.training]
+        if cumulative:
+            raise ValueError(
+                f"{func}: normalization layers {cumulative} have momentum=None (a cumulative average of "
+                "the batch statistics), which torch.compile cannot trace in training mode (it reads "
+                "num_batches_tracked on the host); make the step with compile=False or give them a "
+                "numeric momentum"
+            )
+
+    def _check_buffers(self, func: str, buffers: Any, flat: Tensor) -> Buffers:
+        """A new dict of ``buffers`` after checking them against the step's buffers."""
+        if not isinstance(buffers, Mapping):
+            raise TypeError(
+                f"{func}: buffers must be a dict of tensors (e.g. ltfunc.get_buffers(model)) or None, "
+                f"got {type(buffers).__name__}"
+            )
+        specs = self._buffer_specs
+        if len(buffers) != len(specs) or any(k not in buffers for k in specs):
+            missing = [k for k in specs if k not in buffers]
+            extra = [k for k in buffers if k not in specs]
+            raise ValueError(
+                f"{func}: buffers keys do not match the step's buffers: missing {missing}, unexpected {extra}"
+            )
+        for k, (shape, dtype) in specs.items():
+            b = buffers[k]
+            if not isinstance(b, Tensor):
+                raise TypeError(f"{func}: buffers[{k!r}] must be a tensor, got {type(b).__name__}")
+            if b.shape != shape or b.dtype != dtype:
+                raise ValueError(
+                    f"{func}: buffers[{k!r}] is {b.dtype} with shape {tuple(b.shape)}, the step expects "
+                    f"{dtype} with shape {tuple(shape)}"
+                )
+            if b.device != flat.device:
+                raise ValueError(f"{func}: buffers[{k!r}] is on {b.device} but params are on {flat.device}")
+        return {k: buffers[k] for k in specs}
 
     def _check_and_flatten(self, params: Any) -> Tensor:
         func = "train_step"
@@ -506,9 +643,6 @@ class TrainStep:
                     f"{func}: all params must share one dtype and device; params[{n!r}] is "
                     f"{t.dtype} on {t.device}, params[{names[0]!r}] is {first.dtype} on {first.device}"
                 )
-        for k, b in self.buffers.items():
-            if b.device != first.device:
-                raise ValueError(f"{func}: buffer {k!r} is on {b.device} but params are on {first.device}")
         return self.layout.flatten(params).detach()
 
     def _flatten_state(self, opt_state: Any, flat: Tensor) -> OptState:
@@ -655,17 +789,33 @@ def make_train_step(
     modified.
 
     Make one step per model/optimizer/loss and reuse it: changing the mask, the learning
-    rate (float or 0-d tensor) or resetting the optimizer state does not recompile.
+    rate (float or 0-d tensor), the buffers' values or resetting the optimizer state does
+    not recompile (switching the model between train and eval mode does, once per mode).
+
+    Buffers (BatchNorm running statistics, ``num_batches_tracked``) are functional too:
+    ``step(params, opt_state, mask, (x, y), lr, buffers=b)`` runs the forward pass with
+    ``b`` and returns a 4-tuple ``(params, opt_state, metrics, new_buffers)``; ``b`` is not
+    modified, ``new_buffers`` holds what a BatchNorm layer in training mode would have
+    written into its running statistics (same values as an ``nn.Module`` step). Feed
+    ``new_buffers`` to the next step, and to :func:`evaluate` (which runs the model in
+    eval mode, i.e. on those statistics). Without ``buffers=`` the step reads its own fixed
+    :attr:`TrainStep.buffers` and returns the 3-tuple; that is refused with a ``ValueError``
+    when a normalization layer that tracks running statistics is in training mode, since
+    its updates would be lost. :class:`FlatState` and :class:`ltfunc.train.TrainState`
+    carry buffers the same way (``ltfunc.train.init`` fills them in). Default masks
+    (:func:`ltfunc.masks.ones`) never cover normalization parameters. BatchNorm with
+    ``momentum=None`` (cumulative average) trains only with ``compile=False``.
 
     Args:
-        model: Defines the computation; its own parameters are not used or changed. It runs
-            in whatever train/eval mode it is in.
+        model: Defines the computation; its own parameters and buffers are not used or
+            changed. It runs in whatever train/eval mode it is in.
         optimizer: A functional optimizer (:mod:`ltfunc.optim`).
         loss_fn: ``loss_fn(logits, y) -> scalar`` (a batch mean); default cross-entropy.
         compile: ``torch.compile`` the step (default, ``fullgraph=True``). ``False`` runs the
             same function eagerly (same results up to float rounding; for debugging).
-        buffers: Buffers for the forward pass (BatchNorm statistics); default the model's
-            own (copied). They are inputs, not trained.
+        buffers: The step's own buffers (BatchNorm statistics): what the forward pass reads
+            when a call passes none, and the keys, shapes and dtypes every call's
+            ``buffers`` must have. Default: a copy of the model's own buffers.
 
     Returns:
         A :class:`TrainStep`.
@@ -677,7 +827,8 @@ def make_train_step(
 
     Calling the step raises (before any computation) ``TypeError``/``ValueError`` for
     params that are not a dict of float tensors matching the model (keys, shapes, one
-    dtype and device), a mask that is not a :class:`~ltfunc.masks.Mask` or does not fit
+    dtype and device), buffers that do not match the step's (keys, shapes, dtypes, device),
+    a mask that is not a :class:`~ltfunc.masks.Mask` or does not fit
     (keys, shapes, device), a batch that is not an ``(x, y)`` pair on the params' device
     with int64 labels, a negative or non-finite lr, or an optimizer state of another
     structure.
@@ -693,6 +844,17 @@ def make_train_step(
         >>> params, state, metrics = step(params, opt.init(params), mask, batch, 1e-3)
         >>> bool((params["fc1.weight"][~mask["fc1.weight"]] == 0).all()), metrics["loss"].shape
         (True, torch.Size([]))
+
+        With BatchNorm in training mode, pass the buffers and take the updated ones back:
+
+        >>> bn_net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+        >>> sgd = ltfunc.optim.sgd(lr=0.1)
+        >>> bn_step = ltfunc.step.make_train_step(bn_net, sgd, compile=False)
+        >>> p, b = ltfunc.get_params(bn_net), ltfunc.get_buffers(bn_net)
+        >>> xy = (torch.randn(8, 4), torch.randint(0, 3, (8,)))
+        >>> p, s, metrics, b = bn_step(p, sgd.init(p), None, xy, 0.1, buffers=b)
+        >>> int(b["1.num_batches_tracked"]), int(bn_net[1].num_batches_tracked)
+        (1, 0)
     """
     func = "make_train_step"
     if not isinstance(model, nn.Module):
@@ -718,7 +880,28 @@ def make_train_step(
 # Evaluation --------------------------------------------------------------------------------------
 EvalStep = Callable[[Params, Batch], tuple[Tensor, Tensor]]
 
-_COMPILED_EVAL: weakref.WeakKeyDictionary[nn.Module, dict[Any, EvalStep]] = weakref.WeakKeyDictionary()
+_EvalCore = Callable[[Params, Buffers, Tensor, Tensor], tuple[Tensor, Tensor]]
+
+_COMPILED_EVAL: weakref.WeakKeyDictionary[nn.Module, dict[Any, tuple[_EvalCore, EvalStep]]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per model and loss: the compiled core (buffers are one of its inputs) and the default eval step."""
+
+
+def _eval_core(model: nn.Module, loss_fn: LossFn) -> _EvalCore:
+    # Compiled cores are cached in a weakly keyed cache: they must not keep the model alive.
+    model_ref = weakref.ref(model)
+
+    def eval_core(params: Params, buffers: Buffers, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            # copies, so a model left in training mode cannot update the caller's buffers
+            bufs = {k: b.clone() for k, b in buffers.items()}
+            logits = torch.func.functional_call(model_ref(), {**params, **bufs}, (x,))
+            loss = loss_fn(logits, y) * y.shape[0]
+            correct = (logits.argmax(-1) == y).sum()
+        return loss.detach(), correct
+
+    return eval_core
 
 
 def make_eval_step(
@@ -732,19 +915,24 @@ def make_eval_step(
 
     ``loss_sum`` is ``loss_fn(logits, y) * len(y)`` (so sums over batches divide by the
     number of examples) and ``n_correct`` the number of argmax hits; both 0-d tensors on the
-    device, not synchronized. Compiled eval steps are cached per model and loss.
+    device, not synchronized. The model runs in its current train/eval mode (:func:`evaluate`
+    switches to eval mode); buffers are never modified. Compiled code is cached per model and
+    loss, with the buffers as an input: new buffer values (BatchNorm statistics after more
+    training) do not recompile.
 
     Args:
         model: The module.
         loss_fn: Batch-mean loss ``loss_fn(logits, y)``.
         compile: ``torch.compile`` it (worth it for many evaluations of big splits).
-        buffers: Buffers for the forward pass; default the model's own.
+        buffers: Buffers for the forward pass (e.g. the BatchNorm statistics a training step
+            returned); default the model's own, as they are at each call.
 
     Returns:
         The eval step.
 
     Raises:
-        TypeError: ``model`` not a module or ``loss_fn`` not callable.
+        TypeError: ``model`` not a module, ``loss_fn`` not callable, ``buffers`` not a dict
+            of tensors.
 
     Example:
         >>> import torch, ltfunc
@@ -760,26 +948,37 @@ def make_eval_step(
         raise TypeError(f"{func}: model must be a torch.nn.Module, got {type(model).__name__}")
     if not callable(loss_fn):
         raise TypeError(f"{func}: loss_fn must be callable(logits, y) -> loss, got {type(loss_fn).__name__}")
-    if compile and buffers is None and loss_fn in _COMPILED_EVAL.get(model, {}):
-        return _COMPILED_EVAL[model][loss_fn]
-    bufs = dict(get_buffers(model) if buffers is None else buffers)
-    # The cached compiled step must not keep its model alive (the cache is weakly keyed).
-    model_ref = weakref.ref(model)
+    if buffers is not None and (
+        not isinstance(buffers, Mapping) or not all(isinstance(v, Tensor) for v in buffers.values())
+    ):
+        raise TypeError(f"{func}: buffers must be a dict of tensors or None, got {type(buffers).__name__}")
+    cached = _COMPILED_EVAL.get(model, {}).get(loss_fn) if compile else None
+    if cached is not None:
+        core, default_step = cached
+        if buffers is None:
+            return default_step
+    else:
+        core = _eval_core(model, loss_fn)
+        if compile:
+            core = torch.compile(_unique_function(core, f"eval{next(_STEP_IDS)}"), fullgraph=True)
+        # a cached default step must not keep the model alive either
+        model_of: Callable[[], nn.Module | None] = weakref.ref(model) if compile else (lambda: model)
+
+        def default_step(params: Params, batch: Batch) -> tuple[Tensor, Tensor]:
+            x, y = batch
+            return core(params, get_buffers(model_of(), copy=False), x, y)  # type: ignore[arg-type]
+
+        if compile:
+            _COMPILED_EVAL.setdefault(model, {})[loss_fn] = (core, default_step)
+        if buffers is None:
+            return default_step
+    bufs = dict(buffers)
 
     def eval_step(params: Params, batch: Batch) -> tuple[Tensor, Tensor]:
         x, y = batch
-        with torch.no_grad():
-            logits = torch.func.functional_call(model_ref(), {**params, **bufs}, (x,))
-            loss = loss_fn(logits, y) * y.shape[0]
-            correct = (logits.argmax(-1) == y).sum()
-        return loss.detach(), correct
+        return core(params, bufs, x, y)
 
-    if not compile:
-        return eval_step
-    compiled = torch.compile(_unique_function(eval_step, f"eval{next(_STEP_IDS)}"), fullgraph=True)
-    if buffers is None:
-        _COMPILED_EVAL.setdefault(model, {})[loss_fn] = compiled
-    return compiled
+    return eval_step
 
 
 def evaluate(
@@ -806,15 +1005,17 @@ def evaluate(
             device.
         batch_size: Examples per forward pass.
         loss_fn: Batch-mean loss, as in training.
-        buffers: Buffers for the forward pass; default the model's own.
+        buffers: Buffers for the forward pass, e.g. the BatchNorm running statistics that
+            training returned (``TrainState.buffers``); in eval mode BatchNorm normalizes
+            with them. Default: the model's own.
         compile: Use a compiled eval step (cached per model; compiles once per batch shape).
 
     Returns:
         ``(mean loss, accuracy)`` as python floats, accuracy in [0, 1].
 
     Raises:
-        TypeError: Wrong argument types (``params`` not a dict of tensors, ``mask`` not a
-            Mask, ``split`` not an ``(x, y)`` pair).
+        TypeError: Wrong argument types (``params`` or ``buffers`` not a dict of tensors,
+            ``mask`` not a Mask, ``split`` not an ``(x, y)`` pair).
         ValueError: Empty split, ``x``/``y`` length mismatch, a device mismatch, a mask that
             does not fit, or ``batch_size < 1``.
 
@@ -841,6 +1042,14 @@ def evaluate(
     device = next(iter(params.values())).device
     if x.device != device or y.device != device:
         raise ValueError(f"{func}: split is on {x.device} but params are on {device}")
+    if buffers is not None:
+        if not isinstance(buffers, Mapping) or not all(isinstance(v, Tensor) for v in buffers.values()):
+            raise TypeError(
+                f"{func}: buffers must be a dict of tensors or None, got {type(buffers).__name__}"
+            )
+        for k, b in buffers.items():
+            if b.device != device:
+                raise ValueError(f"{func}: buffers[{k!r}] is on {b.device} but params are on {device}")
     if mask is not None:
         if not isinstance(mask, Mask):
             raise TypeError(f"{func}: mask must be an ltfunc Mask or None, got {type(mask).__name__}")

@@ -17,6 +17,11 @@ masks, learning rates and optimizer states are tensors, so nothing recompiles.
 Baselines of a ticket round (:func:`baseline_round`): ``"reinit"`` keeps the ticket's mask with
 a fresh initialization drawn from a seed; ``"random_prune"`` draws a random mask with the
 ticket's per-layer counts and keeps the ticket's starting weights (θ0, or θk when rewinding).
+
+Buffers (BatchNorm running statistics) are reset and rewound with the weights: every round
+starts from the buffers of θ0 (the step's own, from ``make_train_step``) or of θk, carries
+them through training, evaluates with them and returns the final ones
+(:attr:`RoundResult.buffers`). Models without buffers see ``None`` everywhere.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from torch import Tensor, nn
 
 from . import masks as _masks
 from ._errors import check_choice, check_fraction
-from ._types import Params
+from ._types import Buffers, Params
 from .data import Split, batches
 from .masks import Mask
 from .models import init_params
@@ -71,8 +76,10 @@ BASELINES: tuple[str, ...] = CONDITIONS[1:]
 SCHEDULES: tuple[str, ...] = ("rate", "sparsity")
 """``"rate"``: prune a fraction of the survivors; ``"sparsity"``: reach a cumulative target."""
 
-Evaluator = Callable[[Params, Mask], dict[str, float]]
-"""``evaluate(params, mask) -> {"val_loss": ..., "val_accuracy": ..., "test_loss": ..., ...}``."""
+Evaluator = Callable[..., dict[str, float]]
+"""``evaluate(params, mask) -> {"val_loss": ..., "val_accuracy": ..., "test_loss": ..., ...}``;
+for models with buffers it is called as ``evaluate(params, mask, buffers=b)`` with the
+round's current buffers (BatchNorm running statistics)."""
 
 Record = dict[str, Any]
 """One evaluation: ``{"iteration", "train_loss", <evaluator keys>..., "density"}``."""
@@ -304,6 +311,10 @@ class RoundTraining(NamedTuple):
     """One record per evaluation, in order."""
     captured: Params | None
     """Weights at iteration ``capture_at`` (the rewind point), if asked for."""
+    buffers: Buffers | None = None
+    """Buffers after the last iteration (BatchNorm running statistics); ``None`` without buffers."""
+    captured_buffers: Buffers | None = None
+    """Buffers at iteration ``capture_at``, if asked for and the model has buffers."""
 
 
 class RoundResult(NamedTuple):
@@ -323,6 +334,10 @@ class RoundResult(NamedTuple):
     """Evaluation records (``metrics.jsonl``)."""
     rewind_point: Params | None
     """Round 0 only: the dense weights later rounds reset to (θ0, or θk when rewinding)."""
+    buffers: Buffers | None = None
+    """Buffers at the end of the round (BatchNorm running statistics); ``None`` without buffers."""
+    rewind_buffers: Buffers | None = None
+    """Round 0 only: the buffers later rounds restart from (θ0's, or θk's when rewinding)."""
 
 
 def _check_pos_int(func: str, name: str, value: Any, minimum: int = 1) -> int:
@@ -407,12 +422,17 @@ def make_evaluator(
 ) -> Evaluator:
     """An evaluator ``(params, mask) -> {"<split>_loss": float, "<split>_accuracy": float, ...}``.
 
+    The evaluator also takes ``buffers=`` (the BatchNorm statistics training returned;
+    :func:`train_round` passes the round's current ones), which replace ``buffers`` for
+    that call.
+
     Args:
         model: The module (its computation; weights come from ``params``).
         splits: ``{name: split}`` in output order, e.g. ``{"val": ds.val, "test": ds.test}``;
             ``None`` splits are skipped.
         batch_size: Evaluation batch size.
-        buffers: Buffers for :func:`ltfunc.step.evaluate` (BatchNorm statistics).
+        buffers: Default buffers for :func:`ltfunc.step.evaluate` (BatchNorm statistics);
+            ``None``: the model's own.
 
     Returns:
         The evaluator (cross-entropy loss, accuracy in [0, 1]).
@@ -434,7 +454,9 @@ def make_evaluator(
         )
     chosen = {k: v for k, v in splits.items() if v is not None}
 
-    def evaluator(params: Params, mask: Mask) -> dict[str, float]:
+    def evaluator(
+        params: Params, mask: Mask, *, buffers: Mapping[str, Tensor] | None = buffers
+    ) -> dict[str, float]:
         out: dict[str, float] = {}
         for name, split in chosen.items():
             loss, acc = evaluate(model, params, mask, split, batch_size=batch_size, buffers=buffers)
@@ -460,6 +482,7 @@ def train_round(
     capture_at: int | None = None,
     on_record: Callable[[Record], None] | None = None,
     progress: Any = None,
+    buffers: Mapping[str, Tensor] | None = None,
 ) -> RoundTraining:
     """Train one round from ``params`` under ``mask`` with a fresh optimizer state.
 
@@ -480,12 +503,17 @@ def train_round(
         progress: A ``tqdm`` bar (anything with ``update(n)`` and ``set_postfix(dict,
             refresh=False)``), advanced every step and showing the latest loss and
             accuracies; or ``None``.
+        buffers: Starting buffers (BatchNorm running statistics), carried through training
+            and passed to the evaluator as ``buffers=``. Default: the step's own buffers
+            (``make_train_step``'s, i.e. the model's at that time) if it has any.
 
     Returns:
-        :class:`RoundTraining` ``(final, history, captured)``.
+        :class:`RoundTraining` ``(final, history, captured, buffers, captured_buffers)``.
 
     Raises:
-        ValueError: ``start_iteration``/``capture_at`` out of range; a mask that does not fit.
+        TypeError: ``trainer`` not a :class:`Trainer`, ``buffers`` not a dict of tensors.
+        ValueError: ``start_iteration``/``capture_at`` out of range; a mask or buffers that
+            do not fit the step.
         FloatingPointError: The training loss became NaN/inf (from :func:`ltfunc.train.fit`).
 
     Example:
@@ -517,13 +545,15 @@ def train_round(
                 f"{func}: capture_at={capture_at} must be in [start_iteration={start_iteration}, "
                 f"iterations={total}]"
             )
+    bufs = _start_buffers(func, trainer, buffers)
     density = float(mask.density()) if len(mask) else 1.0
     stream = itertools.islice(
         batches(trainer.train, trainer.batch_size, seed=trainer.data_seed), start_iteration, None
     )
     start = dict(params)
-    state = TrainState(params=start, opt_state=trainer.optimizer.init(start), iteration=start_iteration)
+    state = TrainState(start, trainer.optimizer.init(start), start_iteration, bufs)
     captured = snapshot(start) if capture_at == start_iteration else None
+    captured_buffers = snapshot(bufs) if capture_at == start_iteration else None
     tick = None if progress is None else (lambda _done, _of: progress.update(1))
     history: list[Record] = []
     seen: list[float] = []
@@ -548,12 +578,16 @@ def train_round(
         loss_steps += steps
         if point == capture_at:
             captured = snapshot(state.params)
+            captured_buffers = snapshot(state.buffers)
         if point % trainer.eval_every and point != total:
             continue
         record: Record = {"iteration": point, "train_loss": loss_sum / loss_steps}
         loss_sum, loss_steps = 0.0, 0
         if trainer.evaluate is not None:
-            record.update(trainer.evaluate(state.params, mask))
+            if state.buffers is None:
+                record.update(trainer.evaluate(state.params, mask))
+            else:
+                record.update(trainer.evaluate(state.params, mask, buffers=state.buffers))
         record["density"] = density
         history.append(record)
         if on_record is not None:
@@ -564,7 +598,17 @@ def train_round(
                 if key in record:
                     shown[key.replace("_accuracy", "_acc")] = f"{record[key]:.4f}"
             progress.set_postfix(shown, refresh=False)
-    return RoundTraining(state.params, tuple(history), captured)
+    return RoundTraining(state.params, tuple(history), captured, state.buffers, captured_buffers)
+
+
+def _start_buffers(func: str, trainer: Trainer, buffers: Mapping[str, Tensor] | None) -> Buffers | None:
+    """The buffers a round starts from: ``buffers``, else copies of the step's own, else ``None``."""
+    if buffers is None:
+        own = getattr(trainer.step, "buffers", None)
+        return snapshot(dict(own)) if own else None
+    if not isinstance(buffers, Mapping) or not all(isinstance(v, Tensor) for v in buffers.values()):
+        raise TypeError(f"{func}: buffers must be a dict of tensors or None, got {type(buffers).__name__}")
+    return dict(buffers)
 
 
 # --------------------------------------------------------------------------------------------
@@ -579,6 +623,7 @@ def dense_round(
     mask: Mask | None = None,
     on_record: Callable[[Record], None] | None = None,
     progress: Any = None,
+    buffers: Mapping[str, Tensor] | None = None,
 ) -> RoundResult:
     """Round 0: train θ0 under ``mask`` (default: dense) and keep the rewind point.
 
@@ -589,9 +634,12 @@ def dense_round(
         mask: Starting mask (default :func:`ltfunc.masks.ones`, i.e. all prunable weights).
         on_record: Called with every evaluation record.
         progress: A tqdm-like bar, see :func:`train_round`.
+        buffers: θ0's buffers (BatchNorm statistics); default the step's own, see
+            :func:`train_round`.
 
     Returns:
-        A ``"ticket"`` :class:`RoundResult` with ``round=0`` and ``rewind_point`` set.
+        A ``"ticket"`` :class:`RoundResult` with ``round=0``, ``rewind_point`` and (for
+        models with buffers) ``rewind_buffers`` set.
 
     Raises:
         ValueError: ``rewind`` not in ``[0, trainer.iterations)``.
@@ -607,9 +655,14 @@ def dense_round(
         )
     mask = _masks.ones(params_init) if mask is None else mask
     start = reset_to(params_init, mask)
-    out = train_round(trainer, start, mask, capture_at=rewind, on_record=on_record, progress=progress)
+    out = train_round(
+        trainer, start, mask, capture_at=rewind, on_record=on_record, progress=progress, buffers=buffers
+    )
     point = snapshot(dict(params_init)) if rewind == 0 else out.captured
-    return RoundResult("ticket", 0, mask, start, out.final, out.history, point)
+    # train_round captured the starting buffers too when rewind == 0
+    return RoundResult(
+        "ticket", 0, mask, start, out.final, out.history, point, out.buffers, out.captured_buffers
+    )
 
 
 def imp_round(
@@ -623,6 +676,7 @@ def imp_round(
     rewind: int = 0,
     on_record: Callable[[Record], None] | None = None,
     progress: Any = None,
+    rewind_buffers: Mapping[str, Tensor] | None = None,
 ) -> RoundResult:
     """One IMP round: prune ``previous``'s trained weights, reset/rewind the survivors, retrain.
 
@@ -636,6 +690,8 @@ def imp_round(
         rewind: The iteration ``rewind_point`` belongs to; training resumes there.
         on_record: Called with every evaluation record.
         progress: A tqdm-like bar, see :func:`train_round`.
+        rewind_buffers: The buffers that belong to ``rewind_point`` (round 0's
+            :attr:`RoundResult.rewind_buffers`); default the step's own (θ0's).
 
     Returns:
         The ``"ticket"`` :class:`RoundResult` of round ``previous.round + 1``.
@@ -651,8 +707,16 @@ def imp_round(
     k = previous.round + 1
     mask = next_mask(previous.final, previous.mask, round=k, rate=rate, scope=scope, schedule=schedule)
     start = reset_to(rewind_point, mask)
-    out = train_round(trainer, start, mask, start_iteration=rewind, on_record=on_record, progress=progress)
-    return RoundResult("ticket", k, mask, start, out.final, out.history, None)
+    out = train_round(
+        trainer,
+        start,
+        mask,
+        start_iteration=rewind,
+        on_record=on_record,
+        progress=progress,
+        buffers=rewind_buffers,
+    )
+    return RoundResult("ticket", k, mask, start, out.final, out.history, None, out.buffers)
 
 
 def baseline_round(
@@ -666,6 +730,7 @@ def baseline_round(
     rewind: int = 0,
     on_record: Callable[[Record], None] | None = None,
     progress: Any = None,
+    rewind_buffers: Mapping[str, Tensor] | None = None,
 ) -> RoundResult:
     """Train a baseline of a ticket round with the same iterations and data order.
 
@@ -679,6 +744,9 @@ def baseline_round(
         rewind: Iteration training starts at, as for the ticket.
         on_record: Called with every evaluation record.
         progress: A tqdm-like bar, see :func:`train_round`.
+        rewind_buffers: The buffers of ``rewind_point``, as for :func:`imp_round`;
+            ``"random_prune"`` starts from them, ``"reinit"`` (fresh weights) from the
+            step's own.
 
     Returns:
         A :class:`RoundResult` with ``condition`` and the ticket's round index.
@@ -694,8 +762,16 @@ def baseline_round(
     mask, start = baseline_start(
         condition, ticket.mask, rewind_point, model=model, seed=derive_seed(seed, condition, ticket.round)
     )
-    out = train_round(trainer, start, mask, start_iteration=rewind, on_record=on_record, progress=progress)
-    return RoundResult(condition, ticket.round, mask, start, out.final, out.history, None)
+    out = train_round(
+        trainer,
+        start,
+        mask,
+        start_iteration=rewind,
+        on_record=on_record,
+        progress=progress,
+        buffers=rewind_buffers if condition == "random_prune" else None,
+    )
+    return RoundResult(condition, ticket.round, mask, start, out.final, out.history, None, out.buffers)
 
 
 def imp(
@@ -708,6 +784,7 @@ def imp(
     schedule: str = "rate",
     rewind: int = 0,
     mask: Mask | None = None,
+    buffers: Mapping[str, Tensor] | None = None,
 ) -> Iterator[RoundResult]:
     """Iterative magnitude pruning: yield the dense round 0, then ``rounds`` pruned rounds.
 
@@ -723,6 +800,8 @@ def imp(
         schedule: ``"rate"`` or ``"sparsity"`` (see :func:`round_rates`).
         rewind: 0 resets survivors to θ0; ``k > 0`` rewinds to the dense weights at iteration k.
         mask: Starting mask (default: all prunable weights).
+        buffers: θ0's buffers (BatchNorm statistics); default the step's own. Each round
+            restarts from the buffers of its rewind point.
 
     Returns:
         An iterator of ``"ticket"`` :class:`RoundResult` for rounds ``0 .. rounds``, each
@@ -753,7 +832,7 @@ def imp(
             f"imp: rewind={rewind} is beyond the training length iterations={trainer.iterations}; "
             f"it must be in [0, {trainer.iterations - 1}]"
         )
-    return _imp_rounds(trainer, params_init, rounds, rate, scope, schedule, rewind, mask)
+    return _imp_rounds(trainer, params_init, rounds, rate, scope, schedule, rewind, mask, buffers)
 
 
 def _imp_rounds(
@@ -765,11 +844,21 @@ def _imp_rounds(
     schedule: str,
     rewind: int,
     mask: Mask | None,
+    buffers: Mapping[str, Tensor] | None,
 ) -> Iterator[RoundResult]:
-    result = dense_round(trainer, params_init, rewind=rewind, mask=mask)
+    result = dense_round(trainer, params_init, rewind=rewind, mask=mask, buffers=buffers)
     yield result
-    point = result.rewind_point
+    point, point_buffers = result.rewind_point, result.rewind_buffers
     assert point is not None
     for _ in range(rounds):
-        result = imp_round(trainer, result, point, rate=rate, scope=scope, schedule=schedule, rewind=rewind)
+        result = imp_round(
+            trainer,
+            result,
+            point,
+            rate=rate,
+            scope=scope,
+            schedule=schedule,
+            rewind=rewind,
+            rewind_buffers=point_buffers,
+        )
         yield result

@@ -6,6 +6,10 @@ replaced only when a schedule changes its value, the training losses are accumul
 device, and the host synchronizes only at evaluation points and at the end, where the mean
 training loss is read and non-finite losses are detected (naming the first bad step).
 
+Models with buffers that change in training (BatchNorm's running statistics) carry them in
+:attr:`TrainState.buffers`: :func:`init` takes them from the step, every step reads them
+and :func:`fit` returns the updated ones, to be passed on to ``ltfunc.step.evaluate``.
+
 Example:
     >>> import itertools, torch, ltfunc
     >>> model = ltfunc.models.lenet300(seed=0); params = ltfunc.get_params(model)
@@ -26,7 +30,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from ._types import Batch, Params
+from ._types import Batch, Buffers, Params
 from .masks import Mask
 from .step import FlatState, TrainStep
 
@@ -48,9 +52,18 @@ class TrainState(NamedTuple):
     """The optimizer state (from ``optimizer.init`` or a previous step)."""
     iteration: int
     """Number of steps taken so far."""
+    buffers: Buffers | None = None
+    """The model's buffers (BatchNorm running statistics), updated by every step; ``None``
+    for models without buffers (the step then uses its own, fixed ones)."""
 
 
-def init(step: Any, params: Mapping[str, Tensor], iteration: int = 0) -> TrainState:
+def init(
+    step: Any,
+    params: Mapping[str, Tensor],
+    iteration: int = 0,
+    *,
+    buffers: Mapping[str, Tensor] | None = None,
+) -> TrainState:
     """A fresh :class:`TrainState`: ``params`` with a new state of the step's optimizer.
 
     Args:
@@ -58,26 +71,45 @@ def init(step: Any, params: Mapping[str, Tensor], iteration: int = 0) -> TrainSt
             ``optimizer`` attribute).
         params: The starting params pytree.
         iteration: The iteration count to start from.
+        buffers: The starting buffers (e.g. ``ltfunc.get_buffers(model)``). Default: copies
+            of the step's own ``buffers`` (the model's at ``make_train_step`` time) when it
+            has any, else ``None``.
 
     Returns:
-        ``TrainState(params, step.optimizer.init(params), iteration)``.
+        ``TrainState(params, step.optimizer.init(params), iteration, buffers)``.
 
     Raises:
-        TypeError: If ``step`` has no ``optimizer.init``.
+        TypeError: If ``step`` has no ``optimizer.init``, or ``buffers`` is not a dict of
+            tensors.
 
     Example:
-        >>> import ltfunc
+        >>> import torch, ltfunc
         >>> m = ltfunc.models.lenet300()
         >>> step = ltfunc.step.make_train_step(m, ltfunc.optim.adam(), compile=False)
         >>> ltfunc.train.init(step, ltfunc.get_params(m)).opt_state.count
         tensor(0)
+        >>> bn_net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+        >>> bn_step = ltfunc.step.make_train_step(bn_net, ltfunc.optim.sgd(), compile=False)
+        >>> sorted(ltfunc.train.init(bn_step, ltfunc.get_params(bn_net)).buffers)
+        ['1.num_batches_tracked', '1.running_mean', '1.running_var']
     """
     optimizer = getattr(step, "optimizer", None)
     if not callable(getattr(optimizer, "init", None)):
         raise TypeError(
             f"init: step must carry an optimizer (from make_train_step), got {type(step).__name__}"
         )
-    return TrainState(dict(params), optimizer.init(params), iteration)
+    if buffers is None:
+        own = getattr(step, "buffers", None)
+        bufs = {k: v.detach().clone() for k, v in own.items()} if own else None
+    else:
+        _check_buffers("init", "buffers", buffers)
+        bufs = dict(buffers)
+    return TrainState(dict(params), optimizer.init(params), iteration, bufs)
+
+
+def _check_buffers(func: str, name: str, buffers: Any) -> None:
+    if not isinstance(buffers, Mapping) or not all(isinstance(v, Tensor) for v in buffers.values()):
+        raise TypeError(f"{func}: {name} must be a dict of tensors or None, got {type(buffers).__name__}")
 
 
 class _LossTracker:
@@ -156,10 +188,14 @@ def fit(
     With a :class:`~ltfunc.step.TrainStep` the loop runs on the step's flat fast path and
     builds dict pytrees only for ``on_eval`` and the result; any other callable with the
     step signature works too (e.g. a wrapper around a step). Inputs are not modified.
+    ``state.buffers`` (BatchNorm running statistics) go through every step and come back
+    updated in the returned state (and in the states given to ``on_eval``).
 
     Args:
         step: ``step(params, opt_state, mask, batch, lr) -> (params, opt_state, metrics)``
-            with ``metrics["loss"]`` a 0-d tensor, e.g. from :func:`ltfunc.step.make_train_step`.
+            with ``metrics["loss"]`` a 0-d tensor, e.g. from :func:`ltfunc.step.make_train_step`;
+            when ``state.buffers`` is not ``None``, called as ``step(params, opt_state, mask,
+            batch, lr, buffers=b) -> (params, opt_state, metrics, new_buffers)``.
         state: Where to start; ``state.iteration`` counts the steps already taken.
         mask: A :class:`~ltfunc.masks.Mask` or ``None`` (dense), passed to every step.
         batches: An iterable of ``(x, y)`` batches on the params' device (e.g.
@@ -182,9 +218,11 @@ def fit(
 
     Raises:
         TypeError: ``step``/``on_eval``/``progress`` of the wrong kind, ``state`` not a
-            :class:`TrainState`, a schedule returning a non-number.
+            :class:`TrainState` (or its ``buffers`` not a dict of tensors), a schedule
+            returning a non-number.
         ValueError: Negative ``iterations``, ``eval_every < 1``, a negative or non-finite
-            ``lr``, or ``batches`` running out before ``iterations`` steps.
+            ``lr``, or ``batches`` running out before ``iterations`` steps; from the step,
+            e.g. BatchNorm in training mode with ``state.buffers=None`` (use :func:`init`).
         FloatingPointError: A NaN/inf training loss; the message names the first bad step.
             It is detected at the next evaluation point or at the end, without a host sync
             per step.
@@ -220,6 +258,8 @@ def fit(
         raise TypeError(f"{func}: progress must be None, a bool or callable(done, total), got {progress!r}")
     if not isinstance(state.params, Mapping) or not state.params:
         raise TypeError(f"{func}: state.params must be a non-empty dict of tensors")
+    if state.buffers is not None:
+        _check_buffers(func, "state.buffers", state.buffers)
     if lr is None:
         lr = float(getattr(getattr(step, "optimizer", None), "lr", 1e-3))
     schedule: Schedule | None = lr if callable(lr) else None
@@ -231,8 +271,8 @@ def fit(
 
     it = iter(batches)
     fast = isinstance(step, TrainStep)
-    flat: FlatState | None = step.pack(state.params, state.opt_state) if fast else None
-    params, opt_state = state.params, state.opt_state
+    flat: FlatState | None = step.pack(state.params, state.opt_state, state.buffers) if fast else None
+    params, opt_state, buffers = state.params, state.opt_state, state.buffers
     tracker = _LossTracker(device)
     bar = _progress_bar(progress, iterations)
     try:
@@ -250,8 +290,12 @@ def fit(
             if flat is not None:
                 # a TrainStep keeps its own device tensor per lr value (no host read of it)
                 flat, metrics = step.flat_step(flat, mask, batch, value)  # type: ignore[union-attr]
-            else:
+            elif buffers is None:
                 params, opt_state, metrics = step(params, opt_state, mask, batch, lr_tensor)
+            else:
+                params, opt_state, metrics, buffers = step(
+                    params, opt_state, mask, batch, lr_tensor, buffers=buffers
+                )
             tracker.add(metrics["loss"], iteration + 1)
             if bar is not None:
                 bar.update(1)
@@ -264,14 +308,16 @@ def fit(
                 if on_eval is not None:
                     if flat is not None:
                         params, opt_state = step.unpack(flat)  # type: ignore[union-attr]
-                    on_eval(TrainState(params, opt_state, iteration + 1), train_loss)
+                        buffers = flat.buffers
+                    on_eval(TrainState(params, opt_state, iteration + 1, buffers), train_loss)
         tracker.read()
     finally:
         if bar is not None:
             bar.close()
     if flat is not None:
         params, opt_state = step.unpack(flat)  # type: ignore[union-attr]
-    return TrainState(params, opt_state, state.iteration + iterations)
+        buffers = flat.buffers
+    return TrainState(params, opt_state, state.iteration + iterations, buffers)
 
 
 def _progress_bar(progress: Any, total: int) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import optree
@@ -44,3 +46,58 @@ def assert_bit_identical(a: Any, b: Any) -> None:
         if x.dtype != torch.bool:
             x, y = x.view(_INT_OF_SIZE[x.element_size()]), y.view(_INT_OF_SIZE[y.element_size()])
         assert torch.equal(x.cpu(), y.cpu()), f"leaf {i} was modified"
+
+
+class ConvBN(torch.nn.Module):
+    """A small conv net with BatchNorm after the conv (2-D) and after the first fc layer (1-D).
+
+    MNIST-shaped inputs ``(N, 1, 28, 28)``, 10 classes; prunable: ``conv.weight``,
+    ``fc1.weight``, ``fc2.weight`` (never the BatchNorm weights).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.fc1 = torch.nn.Linear(4 * 13 * 13, 32)
+        self.bn1 = torch.nn.BatchNorm1d(32)
+        self.fc2 = torch.nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.max_pool2d(torch.relu(self.bn(self.conv(x))), 2)
+        return self.fc2(torch.relu(self.bn1(self.fc1(x.flatten(1)))))
+
+
+def train_reference(
+    model: torch.nn.Module,
+    make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
+    mask: Mapping[str, torch.Tensor] | None,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+) -> tuple[torch.nn.Module, torch.optim.Optimizer, list[float]]:
+    """Train a deep copy of ``model`` the classic eager way, as the reference for masked steps.
+
+    ``nn.Module`` in training mode (BatchNorm updates its running statistics in place),
+    ``torch.optim``, masked weights zeroed first, masked gradients zeroed before each
+    ``optimizer.step()`` and the mask re-applied after it. Returns the trained copy, its
+    optimizer (for ``ltfunc.optim.from_torch``) and the loss of every step.
+    """
+    ref = copy.deepcopy(model).train()
+    named = dict(ref.named_parameters())
+    mask = {} if mask is None else mask
+    with torch.no_grad():
+        for k, m in mask.items():
+            named[k].mul_(m)
+    opt = make_optimizer(ref.parameters())
+    losses = []
+    for x, y in batches:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(ref(x), y)
+        loss.backward()
+        for k, m in mask.items():
+            named[k].grad.mul_(m)
+        opt.step()
+        with torch.no_grad():
+            for k, m in mask.items():
+                named[k].mul_(m)
+        losses.append(loss.item())
+    return ref, opt, losses

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import tree_allclose
+from helpers import train_reference, tree_allclose
 from torch import nn
 
 import ltfunc
@@ -541,6 +541,74 @@ def test_unavailable_cuda_is_a_clear_error(lenet: nn.Module) -> None:
         LotteryTicket(lenet, "cuda")
     with pytest.raises(ValueError, match="CUDA is not available"):
         LotteryTicket(lenet, torch.device("cuda", 0))
+
+
+# --------------------------------------------------------------------------------------------
+# BatchNorm running statistics
+
+
+def bn_sgd(params) -> torch.optim.SGD:
+    return torch.optim.SGD(params, lr=0.05, momentum=0.9)
+
+
+def test_batchnorm_running_stats_follow_the_eager_reference_via_steps_fit_and_train_init() -> None:
+    torch.manual_seed(4)
+    template = ConvBN()
+    init = copy.deepcopy(template.state_dict())
+    batches = list(make_loader(n=96, batch_size=32)) * 2  # 6 steps
+    mask = LotteryTicket(copy.deepcopy(template), "cpu", compile=False).get_masks_by_single_shot(
+        0.5, 0.5, "layer"
+    )
+    ref, ref_opt, _ = train_reference(template, bn_sgd, mask, batches)
+    expected = dict(ref.state_dict())
+    assert int(expected["bn.num_batches_tracked"]) == 6
+
+    # the facade, one step at a time and through train_all (ltfunc.fit inside)
+    by_step, by_fit = copy.deepcopy(template), copy.deepcopy(template)
+    LT = LotteryTicket(by_step, "cpu", bn_sgd(by_step.parameters()), init_weights=init, compile=False)
+    LT.set_masks(mask).train()
+    for x, y in batches:
+        LT.train_on_batch(x, y)
+    assert tree_allclose(dict(by_step.state_dict()), expected, rtol=1e-4, atol=1e-6)
+    LT_fit = LotteryTicket(by_fit, "cpu", bn_sgd(by_fit.parameters()), masks=mask, compile=False)
+    LT_fit.train_all(batches, len(batches))
+    assert tree_allclose(dict(by_fit.state_dict()), expected, rtol=1e-4, atol=1e-6)
+
+    # ltfunc.fit on its own, with the buffers in the TrainState
+    step = ltfunc.make_train_step(template, ltfunc.from_torch(ref_opt), compile=False)
+    state = ltfunc.fit(step, ltfunc.train.init(step, ltfunc.get_params(template)), mask, batches, 6, lr=0.05)
+    assert tree_allclose({**state.params, **state.buffers}, expected, rtol=1e-4, atol=1e-6)
+
+    # evaluation uses the trained running statistics
+    x = torch.cat([b[0] for b in batches[:3]])
+    y = torch.cat([b[1] for b in batches[:3]])
+    with torch.no_grad():
+        ref_loss = F.cross_entropy(ref.eval()(x), y).item()
+    assert LT.eval_all(batches[:3])[0] == pytest.approx(ref_loss, rel=1e-4)
+    assert ltfunc.evaluate(template, state.params, mask, (x, y), buffers=state.buffers)[0] == pytest.approx(
+        ref_loss, rel=1e-4
+    )
+
+    # train_init resets the statistics with the weights, and the next steps read them from the model
+    LT.train_init()
+    assert ltfunc.tree_equal(ltfunc.get_buffers(by_step), {k: init[k] for k in ltfunc.get_buffers(by_step)})
+    for x_, y_ in batches:
+        LT.train_on_batch(x_, y_)
+    assert tree_allclose(dict(by_step.state_dict()), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_batchnorm_in_eval_mode_keeps_the_running_stats() -> None:
+    torch.manual_seed(5)
+    model = ConvBN()
+    with torch.no_grad():
+        model.bn.running_mean.fill_(0.1)
+    before = ltfunc.get_buffers(model)
+    LT = LotteryTicket(model, "cpu", bn_sgd(model.parameters()), compile=False).eval()
+    x, y = next(iter(make_loader(n=32, batch_size=32)))
+    with torch.no_grad():
+        expected_loss = F.cross_entropy(model(x), y).item()  # eval mode: the running statistics
+    assert LT.train_on_batch(x, y).loss == pytest.approx(expected_loss, rel=1e-5)
+    assert ltfunc.tree_equal(ltfunc.get_buffers(model), before)
 
 
 # --------------------------------------------------------------------------------------------

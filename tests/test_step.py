@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import itertools
 import weakref
@@ -9,7 +10,7 @@ import weakref
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import tree_allclose, tree_clone
+from helpers import ConvBN, train_reference, tree_allclose, tree_clone
 from torch import nn
 
 import ltfunc
@@ -728,3 +729,225 @@ def test_evaluate_rejects_bad_input(change, exc, match) -> None:
     args.update(change)
     with pytest.raises(exc, match=match):
         evaluate(args["model"], args["params"], args["mask"], args["split"], batch_size=args["batch_size"])
+
+
+# BatchNorm: buffers in, updated buffers out --------------------------------------------------
+def bn_batches(n: int, seed: int = 0, size: int = 16) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        (torch.randn(size, 1, 28, 28, generator=g) + 0.5, torch.randint(0, 10, (size,), generator=g))
+        for _ in range(n)
+    ]
+
+
+def sgd_momentum(params) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=1e-3)
+
+
+@pytest.fixture(scope="module")
+def bn_model() -> nn.Module:
+    torch.manual_seed(3)
+    return ConvBN()
+
+
+@pytest.fixture(scope="module")
+def compiled_bn(bn_model: nn.Module) -> TrainStep:
+    opt = optim.sgd(lr=0.05, momentum=0.9, weight_decay=1e-3)
+    step = make_train_step(bn_model, opt)
+    p = ltfunc.get_params(bn_model)
+    step(p, opt.init(p), None, bn_batches(1)[0], 0.05, buffers=ltfunc.get_buffers(bn_model))  # compile now
+    return step
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_batchnorm_step_matches_a_torch_module_in_training_mode(
+    bn_model: nn.Module, compiled_bn: TrainStep, compiled: bool
+) -> None:
+    """Params, running means/variances and num_batches_tracked follow nn.Module + torch.optim."""
+    p0, b0 = ltfunc.get_params(bn_model), ltfunc.get_buffers(bn_model)
+    mask = random_mask(p0, 0.5, seed=30)
+    assert list(mask) == ["conv.weight", "fc1.weight", "fc2.weight"]  # BatchNorm is never masked
+    batches = bn_batches(5, seed=31)
+    ref, torch_opt, ref_losses = train_reference(bn_model, sgd_momentum, mask, batches)
+    opt = optim.from_torch(torch_opt)
+    step = compiled_bn if compiled else make_train_step(bn_model, opt, compile=False)
+    p, s, b = p0, opt.init(p0), b0
+    before = tree_clone((p0, b0))
+    losses = []
+    for batch in batches:
+        p, s, metrics, b = step(p, s, mask, batch, 0.05, buffers=b)
+        losses.append(float(metrics["loss"]))
+    assert ltfunc.tree_equal((p0, b0), before)  # the given buffers were not updated in place
+    ref_buffers = ltfunc.get_buffers(ref)
+    assert int(ref_buffers["bn.num_batches_tracked"]) == 5
+    assert ltfunc.tree_equal(
+        {k: v for k, v in b.items() if "num_batches" in k},
+        {k: v for k, v in ref_buffers.items() if "num_batches" in k},
+    )
+    # running statistics moved away from their init (0 mean, 1 variance), and like the reference's
+    assert not torch.allclose(b["bn1.running_var"], torch.ones(32), atol=1e-2)
+    assert tree_allclose(b, ref_buffers, rtol=1e-4, atol=1e-6)
+    assert tree_allclose(p, ltfunc.get_params(ref), rtol=1e-4, atol=1e-6)
+    assert losses == pytest.approx(ref_losses, rel=1e-5)
+    assert torch.count_nonzero(pruned_values(p, mask)) == 0
+    if compiled:
+        assert step.num_compiles == 1
+
+
+def test_batchnorm_flat_path_carries_the_buffers_like_the_dict_interface(bn_model: nn.Module) -> None:
+    opt = optim.adam(lr=1e-2)
+    step = make_train_step(bn_model, opt, compile=False)
+    p0, b0 = ltfunc.get_params(bn_model), ltfunc.get_buffers(bn_model)
+    batches = bn_batches(3, seed=32)
+    p, s, b = p0, opt.init(p0), b0
+    for batch in batches:
+        p, s, _, b = step(p, s, None, batch, 1e-2, buffers=b)
+    fs = step.pack(p0, None, b0)
+    assert fs.buffers is not None and fs.buffers["bn.running_mean"] is b0["bn.running_mean"]  # not copied
+    for batch in batches:
+        fs, _ = step.flat_step(fs, None, batch, 1e-2)
+    assert ltfunc.tree_equal(step.unpack(fs), (p, s)) and ltfunc.tree_equal(fs.buffers, b)
+    assert int(fs.buffers["bn1.num_batches_tracked"]) == 3
+
+
+def test_batchnorm_in_training_mode_without_buffers_is_refused_before_any_work(
+    bn_model: nn.Module, compiled_bn: TrainStep
+) -> None:
+    p = ltfunc.get_params(bn_model)
+    s = compiled_bn.optimizer.init(p)
+    n = compiled_bn.num_compiles
+    match = r"ConvBN has normalization layers in training mode \(bn, bn1\) .* but no buffers were given"
+    with pytest.raises(ValueError, match="train_step: " + match):
+        compiled_bn(p, s, None, bn_batches(1, size=8)[0], 0.05)  # a new batch size: would compile
+    with pytest.raises(ValueError, match="flat_step: " + match):
+        compiled_bn.flat_step(compiled_bn.pack(p, s), None, bn_batches(1, size=8)[0], 0.05)
+    assert compiled_bn.num_compiles == n
+
+
+def test_batchnorm_in_eval_mode_trains_with_the_fixed_statistics(bn_model: nn.Module) -> None:
+    frozen = copy.deepcopy(bn_model).eval()
+    with torch.no_grad():
+        frozen.bn.running_mean.fill_(0.2)
+        frozen.bn1.running_var.fill_(3.0)
+    p, b = ltfunc.get_params(frozen), ltfunc.get_buffers(frozen)
+    opt = optim.sgd(lr=0.1)
+    step = make_train_step(frozen, opt, compile=False)
+    x, y = bn_batches(1, seed=33)[0]
+    out, _, metrics = step(p, opt.init(p), None, (x, y), 0.1)  # the 3-tuple: step's own buffers
+    with torch.no_grad():
+        assert torch.allclose(metrics["loss"], F.cross_entropy(frozen(x), y))
+    _, _, _, new_b = step(p, opt.init(p), None, (x, y), 0.1, buffers=b)
+    assert ltfunc.tree_equal(new_b, b) and new_b["bn.running_mean"] is not b["bn.running_mean"]
+    assert not ltfunc.tree_equal(out, p)
+
+
+def _bad_buffers():
+    meta = torch.device("meta")
+    return [
+        (lambda b: list(b.values()), TypeError, "buffers must be a dict of tensors .* got list"),
+        (
+            lambda b: {k: v for k, v in b.items() if k != "bn.running_var"},
+            ValueError,
+            r"buffers keys do not match the step's buffers: missing \['bn.running_var'\], unexpected \[\]",
+        ),
+        (
+            lambda b: {**b, "extra": torch.zeros(1)},
+            ValueError,
+            r"buffers keys do not match the step's buffers: missing \[\], unexpected \['extra'\]",
+        ),
+        (
+            lambda b: {**b, "bn.running_mean": torch.zeros(5)},
+            ValueError,
+            r"buffers\['bn.running_mean'\] is torch.float32 with shape \(5,\), the step expects "
+            r"torch.float32 with shape \(4,\)",
+        ),
+        (
+            lambda b: {**b, "bn.num_batches_tracked": torch.tensor(0.0)},
+            ValueError,
+            r"buffers\['bn.num_batches_tracked'\] is torch.float32 .* expects torch.int64",
+        ),
+        (
+            lambda b: {**b, "bn.running_var": [1.0] * 4},
+            TypeError,
+            r"buffers\['bn.running_var'\] must be a tensor",
+        ),
+        (
+            lambda b: {**b, "bn.running_mean": b["bn.running_mean"].to(meta)},
+            ValueError,
+            r"buffers\['bn.running_mean'\] is on meta but params are on cpu",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(("make", "exc", "match"), _bad_buffers())
+def test_bad_buffers_are_rejected_by_the_step_and_pack(bn_model: nn.Module, make, exc, match) -> None:
+    opt = optim.sgd()
+    step = make_train_step(bn_model, opt, compile=False)
+    p, b = ltfunc.get_params(bn_model), ltfunc.get_buffers(bn_model)
+    before = tree_clone((p, b))
+    with pytest.raises(exc, match="train_step: " + match):
+        step(p, opt.init(p), None, bn_batches(1)[0], 0.1, buffers=make(b))
+    with pytest.raises(exc, match="pack: " + match):
+        step.pack(p, None, make(b))
+    assert ltfunc.tree_equal((p, b), before)
+
+
+def test_evaluate_uses_the_given_running_statistics_in_eval_mode(bn_model: nn.Module) -> None:
+    opt = optim.sgd(lr=0.05)
+    step = make_train_step(bn_model, opt, compile=False)
+    p, s, b = ltfunc.get_params(bn_model), opt.init(ltfunc.get_params(bn_model)), ltfunc.get_buffers(bn_model)
+    for batch in bn_batches(4, seed=34):
+        p, s, _, b = step(p, s, None, batch, 0.05, buffers=b)
+    x, y = bn_batches(1, seed=35, size=40)[0]
+    trained = copy.deepcopy(bn_model)
+    ltfunc.load_into(trained, {**p, **b})
+    with torch.no_grad():
+        logits = trained.eval()(x)
+    expected = (float(F.cross_entropy(logits, y)), int((logits.argmax(1) == y).sum()) / 40)
+    assert bn_model.training
+    got = evaluate(bn_model, p, None, (x, y), batch_size=16, buffers=b)
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert bn_model.training  # the mode is restored
+    # without the buffers, the model's own (initial) statistics are used: a different result
+    assert evaluate(bn_model, p, None, (x, y), batch_size=16)[0] != pytest.approx(expected[0], rel=1e-3)
+    # compiled: buffers are an input, so new statistics do not recompile
+    from torch._dynamo.utils import counters
+
+    assert evaluate(bn_model, p, None, (x, y), batch_size=20, buffers=b, compile=True) == pytest.approx(
+        expected, rel=1e-5
+    )
+    graphs = counters["stats"]["unique_graphs"]
+    ref_buffers = ltfunc.get_buffers(bn_model)
+    evaluate(bn_model, p, None, (x, y), batch_size=20, buffers=ref_buffers, compile=True)
+    evaluate(bn_model, p, None, (x, y), batch_size=20, compile=True)
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_evaluate_rejects_buffers_of_the_wrong_kind(bn_model: nn.Module) -> None:
+    p, b = ltfunc.get_params(bn_model), ltfunc.get_buffers(bn_model)
+    split = bn_batches(1)[0]
+    with pytest.raises(TypeError, match="evaluate: buffers must be a dict of tensors or None, got list"):
+        evaluate(bn_model, p, None, split, buffers=list(b.values()))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"evaluate: buffers\['bn.running_mean'\] is on meta"):
+        evaluate(bn_model, p, None, split, buffers={**b, "bn.running_mean": b["bn.running_mean"].to("meta")})
+
+
+def test_cumulative_average_batchnorm_trains_eagerly_and_is_a_clear_error_compiled() -> None:
+    """momentum=None: running stats are the plain mean over batches, as in an nn.Module."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(12, 6), nn.BatchNorm1d(6, momentum=None), nn.Linear(6, 5))
+    batches = tiny_batches(3, seed=36)
+    ref = copy.deepcopy(net)
+    with torch.no_grad():
+        for x, _ in batches:
+            ref(x)  # lr 0 below: the weights stay, only the statistics move
+    opt = optim.sgd()
+    p, b = ltfunc.get_params(net), ltfunc.get_buffers(net)
+    step = make_train_step(net, opt, compile=False)
+    for batch in batches:
+        p, _, _, b = step(p, opt.init(p), None, batch, 0.0, buffers=b)
+    assert tree_allclose(b, ltfunc.get_buffers(ref)) and int(b["1.num_batches_tracked"]) == 3
+    compiled = make_train_step(net, opt)
+    with pytest.raises(ValueError, match=r"train_step: normalization layers \['1'\] have momentum=None"):
+        compiled(p, opt.init(p), None, batches[0], 0.0, buffers=b)
+    assert compiled.num_compiles == 0

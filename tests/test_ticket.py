@@ -10,6 +10,7 @@ import torch
 
 import ltfunc
 from ltfunc import masks, optim
+from ltfunc.data import batches
 from ltfunc.step import make_train_step
 from ltfunc.ticket import (
     RoundResult,
@@ -25,7 +26,7 @@ from ltfunc.ticket import (
     round_rates,
     train_round,
 )
-from tests.helpers import tree_clone
+from tests.helpers import ConvBN, tree_clone
 
 N = 96  # synthetic examples
 
@@ -281,3 +282,85 @@ def test_the_compiled_step_does_not_recompile_across_rounds_or_baselines(model, 
     assert step.num_compiles == 1
     assert dict(counters["frames"]) == frames
     assert not counters["recompiles"]
+
+
+# ---------------------------------------------------------------------------- BatchNorm buffers
+
+
+@pytest.fixture(scope="module")
+def bn_model() -> torch.nn.Module:
+    torch.manual_seed(2)
+    return ConvBN()
+
+
+@pytest.fixture(scope="module")
+def bn_step(bn_model: torch.nn.Module) -> tuple[object, object]:
+    opt = optim.sgd(lr=0.05)
+    return make_train_step(bn_model, opt, compile=False), opt
+
+
+def test_train_round_carries_batchnorm_statistics_and_evaluates_with_them(bn_model, bn_step, split) -> None:
+    step, _ = bn_step
+    theta0, stats0 = ltfunc.get_params(bn_model), ltfunc.get_buffers(bn_model)
+    mask = next_mask(theta0, masks.ones(bn_model), round=1, rate=0.3)
+    assert list(mask) == ["conv.weight", "fc1.weight", "fc2.weight"]
+    start = reset_to(theta0, mask)
+    t = trainer_for(bn_step, split, 6, eval_every=3, evaluate=make_evaluator(bn_model, {"test": split}))
+    out = train_round(t, start, mask, capture_at=3)
+    # the same training with fit on the same data stream, from the model's initial statistics
+    state = ltfunc.fit(step, ltfunc.train.init(step, start), mask, batches(split, 16, seed=0), 6, lr=0.05)
+    assert ltfunc.tree_equal(out.final, state.params) and ltfunc.tree_equal(out.buffers, state.buffers)
+    assert (
+        int(out.buffers["bn.num_batches_tracked"]) == 6
+        and int(out.captured_buffers["bn1.num_batches_tracked"]) == 3
+    )
+    assert ltfunc.tree_equal(ltfunc.get_buffers(bn_model), stats0)  # the template model is untouched
+    # every record is evaluated with the statistics of its iteration (BatchNorm in eval mode)
+    at_3 = ltfunc.evaluate(bn_model, out.captured, mask, split, buffers=out.captured_buffers)
+    at_6 = ltfunc.evaluate(bn_model, out.final, mask, split, buffers=out.buffers)
+    assert [(r["test_loss"], r["test_accuracy"]) for r in out.history] == [at_3, at_6]
+    assert ltfunc.evaluate(bn_model, out.final, mask, split)[0] != pytest.approx(at_6[0], rel=1e-3)
+    # training on from the captured point with its statistics reproduces the round
+    rest = train_round(t, out.captured, mask, start_iteration=3, buffers=out.captured_buffers)
+    assert ltfunc.tree_equal((rest.final, rest.buffers), (out.final, out.buffers))
+
+
+def test_imp_and_baselines_restart_from_the_rewind_point_statistics(bn_model, bn_step, split) -> None:
+    theta0 = ltfunc.get_params(bn_model)
+    t = trainer_for(bn_step, split, 5)
+    r0, r1 = list(imp(t, theta0, rounds=1, rate=0.2, rewind=2))
+    dense_two = train_round(trainer_for(bn_step, split, 2), theta0, masks.ones(bn_model))
+    assert ltfunc.tree_equal((r0.rewind_point, r0.rewind_buffers), (dense_two.final, dense_two.buffers))
+    # round 1 restarts at iteration 2 from the weights *and* running statistics of iteration 2
+    again = train_round(t, r1.start, r1.mask, start_iteration=2, buffers=r0.rewind_buffers)
+    assert ltfunc.tree_equal((r1.final, r1.buffers), (again.final, again.buffers))
+    assert int(r1.buffers["bn.num_batches_tracked"]) == 5  # 2 rewound + 3 trained
+    pruned = baseline_round(
+        t,
+        "random_prune",
+        r1,
+        r0.rewind_point,
+        model=bn_model,
+        seed=0,
+        rewind=2,
+        rewind_buffers=r0.rewind_buffers,
+    )
+    assert int(pruned.buffers["bn.num_batches_tracked"]) == 5
+    reinit = baseline_round(
+        t, "reinit", r1, r0.rewind_point, model=bn_model, seed=0, rewind=2, rewind_buffers=r0.rewind_buffers
+    )
+    assert int(reinit.buffers["bn.num_batches_tracked"]) == 3  # fresh weights, fresh statistics
+    # reset to θ0: every round starts from the model's initial statistics
+    s0, s1 = list(imp(t, theta0, rounds=1, rate=0.2))
+    assert ltfunc.tree_equal(s0.rewind_buffers, ltfunc.get_buffers(bn_model))
+    assert int(s1.buffers["bn.num_batches_tracked"]) == 5
+
+
+def test_models_without_buffers_carry_none(sgd_step, split, theta0) -> None:
+    t = trainer_for(sgd_step, split, 2)
+    r0, r1 = list(imp(t, theta0, rounds=1, rate=0.2))
+    assert r0.buffers is None and r0.rewind_buffers is None and r1.buffers is None
+    out = train_round(t, theta0, masks.ones(theta0), capture_at=1)
+    assert out.buffers is None and out.captured_buffers is None
+    with pytest.raises(TypeError, match="train_round: buffers must be a dict of tensors or None, got list"):
+        train_round(t, theta0, masks.ones(theta0), buffers=[torch.zeros(1)])  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from helpers import tree_clone
+from helpers import ConvBN, train_reference, tree_allclose, tree_clone
 from torch import nn
 
 import ltfunc
@@ -319,3 +319,90 @@ def test_one_epoch_of_pruned_lenet300_on_real_mnist(data_root) -> None:
     assert evals[-1][1] < evals[0][1] and loss < 0.2  # training loss went down
     assert torch.count_nonzero(torch.cat([state.params[k][~m] for k, m in mask.items()])) == 0
     assert step.num_compiles == 1
+
+
+# BatchNorm: the state carries the buffers ---------------------------------------------------
+def bn_batches(n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        (torch.randn(16, 1, 28, 28, generator=g), torch.randint(0, 10, (16,), generator=g)) for _ in range(n)
+    ]
+
+
+class Forward:
+    """A generic step (not a TrainStep): fit takes its dict path, with ``buffers=``."""
+
+    def __init__(self, step: Any) -> None:
+        self.step, self.optimizer = step, step.optimizer
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.step(*args, **kwargs)
+
+
+@pytest.fixture
+def bn_setup():
+    torch.manual_seed(1)
+    model = ConvBN()
+    step = make_train_step(model, optim.sgd(lr=0.05, momentum=0.9), compile=False)
+    params = ltfunc.get_params(model)
+    return model, step, params, ltfunc.prune.magnitude(params, masks.ones(model), rate=0.5)
+
+
+def test_init_takes_the_buffers_from_the_step_or_the_argument(bn_setup, setup) -> None:
+    model, step, p, _ = bn_setup
+    state = train.init(step, p)
+    assert ltfunc.tree_equal(state.buffers, ltfunc.get_buffers(model))
+    assert all(state.buffers[k] is not v for k, v in step.buffers.items())  # copies
+    given = {k: v + 1 for k, v in ltfunc.get_buffers(model).items()}
+    assert train.init(step, p, buffers=given).buffers == given
+    tiny_step, tiny_p, _ = setup
+    assert train.init(tiny_step, tiny_p).buffers is None  # no buffers, nothing to carry
+    with pytest.raises(TypeError, match="init: buffers must be a dict of tensors or None, got list"):
+        train.init(step, p, buffers=[torch.zeros(1)])  # type: ignore[arg-type]
+
+
+def test_fit_carries_batchnorm_buffers_like_the_manual_loop_and_the_torch_module(bn_setup) -> None:
+    model, step, p, mask = bn_setup
+    batches = bn_batches(6, seed=2)
+    seen: list[TrainState] = []
+    state = fit(
+        step,
+        train.init(step, p),
+        mask,
+        batches,
+        6,
+        lr=0.05,
+        eval_every=3,
+        on_eval=lambda s, _: seen.append(s),
+    )
+    # the manual loop, step by step with the 4-tuple interface
+    mp, ms, mb = p, step.optimizer.init(p), ltfunc.get_buffers(model)
+    after = []
+    for batch in batches:
+        mp, ms, _, mb = step(mp, ms, mask, batch, 0.05, buffers=mb)
+        after.append(mb)
+    assert ltfunc.tree_equal(state.buffers, mb) and ltfunc.tree_equal(state.params, mp)
+    assert [s.iteration for s in seen] == [3, 6]
+    assert ltfunc.tree_equal(seen[0].buffers, after[2]) and ltfunc.tree_equal(seen[1].buffers, after[5])
+    # and an nn.Module trained with torch.optim in training mode
+    ref, _, _ = train_reference(model, lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9), mask, batches)
+    assert int(state.buffers["bn.num_batches_tracked"]) == 6
+    assert tree_allclose(state.buffers, ltfunc.get_buffers(ref), rtol=1e-4, atol=1e-6)
+    assert tree_allclose(state.params, ltfunc.get_params(ref), rtol=1e-4, atol=1e-6)
+
+
+def test_fast_path_and_generic_step_carry_the_same_buffers(bn_setup) -> None:
+    _, step, p, mask = bn_setup
+    batches = bn_batches(4, seed=3)
+    fast = fit(step, train.init(step, p), mask, batches, 4, lr=0.05)
+    generic = fit(Forward(step), train.init(step, p), mask, batches, 4, lr=0.05)
+    assert ltfunc.tree_equal(fast, generic)  # params, optimizer state, iteration and buffers
+
+
+def test_fit_without_buffers_for_batchnorm_in_training_mode_raises(bn_setup) -> None:
+    _, step, p, mask = bn_setup
+    state = TrainState(p, step.optimizer.init(p), 0)  # built by hand, without train.init
+    with pytest.raises(ValueError, match="flat_step: ConvBN has normalization layers in training mode"):
+        fit(step, state, mask, bn_batches(2), 2, lr=0.05)
+    with pytest.raises(TypeError, match=r"fit: state\.buffers must be a dict of tensors or None, got list"):
+        fit(step, state._replace(buffers=[torch.zeros(1)]), mask, bn_batches(2), 2, lr=0.05)
