@@ -64,7 +64,7 @@ def data_root() -> Path:
 
     candidates = [ltfunc.data.resolve_root(), Path(__file__).resolve().parents[2] / "shared" / "data"]
     for root in candidates:
-        if (root / "mnist" / "MNIST" / "raw").is_dir():
+        if (root / "mnist" / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
             return root
     pytest.skip(
         "real MNIST not found (looked in " + ", ".join(map(str, candidates)) + "): set LTFUNC_DATA_ROOT "

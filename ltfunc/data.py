@@ -140,9 +140,15 @@ def _open(name: str, folder: Path, train: bool, download: bool | None) -> Any:
         except RuntimeError as e:
             if download is False:
                 raise FileNotFoundError(_missing_message(name, folder, "download=False")) from e
+    # torchvision creates <folder>/<Class>/raw before downloading; if the download fails,
+    # remove the empty folders again so a failed attempt leaves nothing behind.
+    made = [p for p in (folder, folder / cls.__name__, folder / cls.__name__ / "raw") if not p.exists()]
     try:
         return cls(str(folder), train=train, download=True)
     except (OSError, RuntimeError) as e:
+        for p in reversed(made):
+            if p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
         raise FileNotFoundError(
             _missing_message(name, folder, f"files missing and the download failed: {e}")
         ) from e

@@ -18,7 +18,7 @@ def find_data_root() -> Path | None:
         candidates.append(Path(os.environ["LTFUNC_DATA_ROOT"]))
     candidates.append(ROOT.parent / "shared" / "data")
     for c in candidates:
-        if (c / "mnist" / "MNIST" / "raw").is_dir():
+        if (c / "mnist" / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
             return c
     return None
 

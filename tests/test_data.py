@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,7 @@ def test_failed_download_becomes_file_not_found(tmp_path: Path, monkeypatch: pyt
 
     def offline(self: torchvision.datasets.MNIST) -> None:
         calls.append(self.raw_folder)
+        os.makedirs(self.raw_folder, exist_ok=True)  # as torchvision does before fetching
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: no network")
 
     monkeypatch.setattr(torchvision.datasets.MNIST, "download", offline)
@@ -163,8 +165,12 @@ def test_failed_download_becomes_file_not_found(tmp_path: Path, monkeypatch: pyt
     assert str(tmp_path / "mnist") in str(info.value)
     assert "no network" in str(info.value)
     assert calls == [str(tmp_path / "mnist" / "MNIST" / "raw")]
+    assert list(tmp_path.iterdir()) == []  # the failed attempt left no empty folders behind
+    (tmp_path / "mnist").mkdir()
+    (tmp_path / "mnist" / "keep.txt").write_text("user file")
     with pytest.raises(FileNotFoundError, match="download failed"):
         load_dataset("mnist", tmp_path, download=True)
+    assert sorted(p.name for p in (tmp_path / "mnist").iterdir()) == ["keep.txt"]
 
 
 @pytest.mark.parametrize(
