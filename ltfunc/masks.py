@@ -443,6 +443,9 @@ def density(mask: Mask) -> float:
     Returns:
         ``kept / total`` in [0, 1].
 
+    Raises:
+        TypeError: If ``mask`` is not a Mask.
+
     Example:
         >>> import ltfunc
         >>> ltfunc.masks.density(ltfunc.masks.from_dict({"w": [1, 0, 0, 0]}))
@@ -453,6 +456,15 @@ def density(mask: Mask) -> float:
 
 def sparsity(mask: Mask) -> float:
     """Fraction of weights pruned: ``1 - density(mask)``.
+
+    Args:
+        mask: The mask.
+
+    Returns:
+        ``1 - kept / total`` in [0, 1].
+
+    Raises:
+        TypeError: If ``mask`` is not a Mask.
 
     Example:
         >>> import ltfunc

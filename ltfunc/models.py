@@ -116,13 +116,14 @@ def lenet300(init: str = "glorot_normal", seed: int | None = None) -> LeNet300:
 
     Raises:
         ValueError: Unknown ``init``.
+        TypeError: ``seed`` neither an int nor ``None``.
 
     Example:
         >>> import ltfunc
         >>> sum(p.numel() for p in ltfunc.models.lenet300().parameters())
         266610
     """
-    return _seeded(lambda: LeNet300(init=init), seed)
+    return _seeded("lenet300", lambda: LeNet300(init=init), seed)
 
 
 def conv2(init: str = "glorot_normal", seed: int | None = None) -> Conv2:
@@ -137,18 +138,21 @@ def conv2(init: str = "glorot_normal", seed: int | None = None) -> Conv2:
 
     Raises:
         ValueError: Unknown ``init``.
+        TypeError: ``seed`` neither an int nor ``None``.
 
     Example:
         >>> import ltfunc
         >>> ltfunc.models.conv2().conv1.weight.shape
         torch.Size([64, 1, 3, 3])
     """
-    return _seeded(lambda: Conv2(init=init), seed)
+    return _seeded("conv2", lambda: Conv2(init=init), seed)
 
 
-def _seeded(make: Callable[[], _M], seed: int | None) -> _M:
+def _seeded(func: str, make: Callable[[], _M], seed: int | None) -> _M:
     if seed is None:
         return make()
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"{func}: seed must be an int or None, got {type(seed).__name__} {seed!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return make()

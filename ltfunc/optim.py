@@ -136,8 +136,8 @@ def _check_number(
 def _check_betas(func: str, betas: Any) -> tuple[float, float]:
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise TypeError(f"{func}: betas must be a pair (beta1, beta2), got {betas!r}")
-    b1 = _check_number(func, "betas[0]", float(betas[0]), high=1.0, open_high=True)
-    b2 = _check_number(func, "betas[1]", float(betas[1]), high=1.0, open_high=True)
+    b1 = _check_number(func, "betas[0]", betas[0], high=1.0, open_high=True)
+    b2 = _check_number(func, "betas[1]", betas[1], high=1.0, open_high=True)
     return b1, b2
 
 

@@ -103,7 +103,8 @@ def call(
         Whatever ``model.forward`` returns.
 
     Raises:
-        TypeError: If ``model`` is not an ``nn.Module``.
+        TypeError: If ``model`` is not an ``nn.Module``, or ``params``/``buffers`` not a
+            mapping of names to tensors.
 
     Example:
         >>> import torch, ltfunc
@@ -112,6 +113,11 @@ def call(
         torch.Size([2, 10])
     """
     _check_module("call", model)
+    for name, tree in (("params", params), ("buffers", buffers)):
+        if tree is not None and (
+            not isinstance(tree, Mapping) or not all(isinstance(v, Tensor) for v in tree.values())
+        ):
+            raise TypeError(f"call: {name} must be a mapping of names to tensors, got {type(tree).__name__}")
     tensors: dict[str, Tensor] = dict(params)
     if buffers:
         tensors.update(buffers)
@@ -241,7 +247,22 @@ def _tensor_equal(x: Tensor, y: Tensor) -> bool:
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], write: Any) -> None:
-    """Write a file atomically: ``write(tmp_path)`` then ``os.replace`` into place."""
+    """Write a file atomically: ``write(tmp_path)`` then ``os.replace`` into place.
+
+    Args:
+        path: Destination file; parent folders are created.
+        write: ``write(tmp_path: str)`` writes the complete file at ``tmp_path``.
+
+    Raises:
+        Whatever ``write`` raises; the temporary file is removed and ``path`` is untouched.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "sub" / "a.txt"
+        >>> atomic_write_bytes(out, lambda tmp: pathlib.Path(tmp).write_text("hi"))
+        >>> out.read_text(), sorted(p.name for p in out.parent.iterdir())
+        ('hi', ['a.txt'])
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -283,6 +304,8 @@ def save_tree(
         raise TypeError("save_tree: tree must be a mapping of str names to tensors")
     meta = {"ltfunc.order": json.dumps(list(tree))}
     if metadata:
+        if "ltfunc.order" in metadata:
+            raise ValueError("save_tree: metadata key 'ltfunc.order' is reserved (it records the key order)")
         meta.update({str(k): str(v) for k, v in metadata.items()})
     tensors: dict[str, Tensor] = {}
     seen: set[tuple[str, int]] = set()
@@ -296,7 +319,25 @@ def save_tree(
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    """Return the string metadata of a safetensors file."""
+    """Return the string metadata of a safetensors file.
+
+    Args:
+        path: A safetensors file.
+
+    Returns:
+        The header's metadata (``{}`` when there is none); :func:`save_tree` stores the key
+        order under ``"ltfunc.order"``.
+
+    Raises:
+        Whatever ``safetensors.safe_open`` raises for a missing or unreadable file.
+
+    Example:
+        >>> import os, tempfile, torch, ltfunc
+        >>> path = os.path.join(tempfile.mkdtemp(), "t.safetensors")
+        >>> ltfunc.save_tree({"w": torch.ones(1)}, path, metadata={"note": "x"})
+        >>> read_metadata(path)["note"]
+        'x'
+    """
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as fh:

@@ -298,6 +298,11 @@ def _generator(func: str, seed: int | None, generator: torch.Generator | None) -
             raise TypeError(f"{func}: generator must be a torch.Generator, got {generator!r}")
         if seed is not None:
             raise ValueError(f"{func}: give seed= or generator=, not both")
+        if generator.device.type != "cpu":
+            raise ValueError(
+                f"{func}: generator must be a CPU torch.Generator (the draws happen on the CPU), "
+                f"got one on {generator.device}"
+            )
         return generator
     if seed is None:
         raise ValueError(f"{func}: give seed= (an int) or generator= for reproducibility")

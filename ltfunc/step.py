@@ -154,10 +154,15 @@ def _state_views(state: OptState, layout: FlatLayout) -> OptState:
     """A flat-form optimizer state (``{"flat": t}`` leaves) with dicts of views instead."""
     if not torch.compiler.is_compiling():
         return _map_flat_dicts(state, layout)
+    return _tree_map_flat_dicts(state, layout)
+
+
+def _tree_map_flat_dicts(node: Any, layout: FlatLayout) -> Any:
+    # The general version (any optree pytree; what dynamo traces).
     return optree.tree_map(
-        lambda node: layout.views(node[FLAT_KEY]) if _is_flat_dict(node) else node,
-        state,
-        is_leaf=lambda node: _is_flat_dict(node) or isinstance(node, Tensor),
+        lambda n: layout.views(n[FLAT_KEY]) if _is_flat_dict(n) else n,
+        node,
+        is_leaf=lambda n: _is_flat_dict(n) or isinstance(n, Tensor),
         none_is_leaf=True,
     )
 
@@ -176,12 +181,7 @@ def _map_flat_dicts(node: Any, layout: FlatLayout) -> Any:
         return [_map_flat_dicts(v, layout) for v in node]
     if isinstance(node, dict):
         return {k: _map_flat_dicts(v, layout) for k, v in node.items()}
-    return optree.tree_map(
-        lambda n: layout.views(n[FLAT_KEY]) if _is_flat_dict(n) else n,
-        node,
-        is_leaf=lambda n: _is_flat_dict(n) or isinstance(n, Tensor),
-        none_is_leaf=True,
-    )
+    return _tree_map_flat_dicts(node, layout)
 
 
 def _state_flat(state: OptState, layout: FlatLayout) -> OptState:
@@ -405,11 +405,11 @@ class TrainStep:
             >>> fs.params.shape, fs.opt_state.mu["flat"].shape
             (torch.Size([266610]), torch.Size([266610]))
         """
-        flat = self._check_and_flatten(params)
+        flat = self._check_and_flatten("pack", params)
         bufs = None if buffers is None else self._check_buffers("pack", buffers, flat)
         if opt_state is None:
             return FlatState(flat, self.optimizer.init({FLAT_KEY: flat}), bufs)
-        return FlatState(flat, self._flatten_state(opt_state, flat), bufs)
+        return FlatState(flat, self._flatten_state("pack", opt_state, flat), bufs)
 
     def unpack(self, state: FlatState) -> tuple[Params, OptState]:
         """Dict pytrees of a :class:`FlatState`: ``(params, opt_state)`` as views (no copy).
@@ -517,8 +517,8 @@ class TrainStep:
         ):
             flat, flat_opt = last[2], last[3]
         else:
-            flat = self._check_and_flatten(params)
-            flat_opt = self._flatten_state(opt_state, flat)
+            flat = self._check_and_flatten("train_step", params)
+            flat_opt = self._flatten_state("train_step", opt_state, flat)
         if buffers is not None:
             buffers = self._check_buffers("train_step", buffers, flat)
         new_state, metrics = self._run("train_step", flat, flat_opt, mask, batch, lr, buffers)
@@ -616,8 +616,7 @@ class TrainStep:
                 raise ValueError(f"{func}: buffers[{k!r}] is on {b.device} but params are on {flat.device}")
         return {k: buffers[k] for k in specs}
 
-    def _check_and_flatten(self, params: Any) -> Tensor:
-        func = "train_step"
+    def _check_and_flatten(self, func: str, params: Any) -> Tensor:
         if not isinstance(params, Mapping):
             raise TypeError(f"{func}: params must be a dict of float tensors, got {type(params).__name__}")
         names = self.layout.names
@@ -645,8 +644,7 @@ class TrainStep:
                 )
         return self.layout.flatten(params).detach()
 
-    def _flatten_state(self, opt_state: Any, flat: Tensor) -> OptState:
-        func = "train_step"
+    def _flatten_state(self, func: str, opt_state: Any, flat: Tensor) -> OptState:
         spec = optree.tree_structure(opt_state, none_is_leaf=True)
         if self._state_spec is None:
             self._state_spec = optree.tree_structure(

@@ -79,8 +79,9 @@ def init(
         ``TrainState(params, step.optimizer.init(params), iteration, buffers)``.
 
     Raises:
-        TypeError: If ``step`` has no ``optimizer.init``, or ``buffers`` is not a dict of
-            tensors.
+        TypeError: If ``step`` has no ``optimizer.init``, or ``params`` or ``buffers`` is
+            not a dict of tensors.
+        ValueError: If ``iteration`` is not an int >= 0.
 
     Example:
         >>> import torch, ltfunc
@@ -98,6 +99,10 @@ def init(
         raise TypeError(
             f"init: step must carry an optimizer (from make_train_step), got {type(step).__name__}"
         )
+    if not isinstance(params, Mapping) or not all(isinstance(v, Tensor) for v in params.values()):
+        raise TypeError(f"init: params must be a dict of tensors, got {type(params).__name__}")
+    if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
+        raise ValueError(f"init: iteration must be an int >= 0, got {iteration!r}")
     if buffers is None:
         own = getattr(step, "buffers", None)
         bufs = {k: v.detach().clone() for k, v in own.items()} if own else None
@@ -162,12 +167,13 @@ class _LossTracker:
         return mean
 
 
-def _check_lr(value: Any, where: str) -> float:
+def _check_lr(value: Any, what: str) -> float:
+    """``value`` as a float; ``what`` names it in the message (``lr`` or ``lr schedule(k)``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"fit: lr {where} must be a float, got {type(value).__name__} {value!r}")
+        raise TypeError(f"fit: {what} must be a float, got {type(value).__name__} {value!r}")
     v = float(value)
     if not (math.isfinite(v) and v >= 0.0):
-        raise ValueError(f"fit: lr {where} must be finite and >= 0, got {value!r}")
+        raise ValueError(f"fit: {what} must be finite and >= 0, got {value!r}")
     return v
 
 
@@ -263,10 +269,13 @@ def fit(
     if lr is None:
         lr = float(getattr(getattr(step, "optimizer", None), "lr", 1e-3))
     schedule: Schedule | None = lr if callable(lr) else None
+    if schedule is None:
+        value = _check_lr(lr, "lr")
     if iterations == 0:
         return state
     device = next(iter(state.params.values())).device
-    value = _check_lr(schedule(state.iteration) if schedule is not None else lr, "")
+    if schedule is not None:
+        value = _check_lr(schedule(state.iteration), f"lr schedule({state.iteration})")
     lr_tensor = torch.tensor(value, dtype=torch.float32, device=device)
 
     it = iter(batches)
@@ -279,7 +288,7 @@ def fit(
         for i in range(iterations):
             iteration = state.iteration + i
             if schedule is not None and i > 0:
-                new_value = _check_lr(schedule(iteration), f"schedule({iteration})")
+                new_value = _check_lr(schedule(iteration), f"lr schedule({iteration})")
                 if new_value != value:
                     value = new_value
                     lr_tensor = torch.tensor(value, dtype=torch.float32, device=device)

@@ -121,6 +121,10 @@ def test_seeded_builders() -> None:
     torch.manual_seed(123)
     e = models.conv2()
     assert ltfunc.tree_equal(ltfunc.get_params(d), ltfunc.get_params(e))  # seed=None: global RNG
+    with pytest.raises(TypeError, match=r"lenet300: seed must be an int or None, got float 1\.5"):
+        models.lenet300(seed=1.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="conv2: seed must be an int or None, got str '0'"):
+        models.conv2(seed="0")  # type: ignore[arg-type]
 
 
 # init_params -------------------------------------------------------------------------------

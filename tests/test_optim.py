@@ -211,6 +211,7 @@ def test_optimizer_carries_its_default_lr() -> None:
         (lambda: optim.momentum(momentum=0.0), ValueError, "momentum: momentum must be > 0"),
         (lambda: optim.adam(betas=(0.9, 1.0)), ValueError, r"adam: betas\[1\] must be a finite number"),
         (lambda: optim.adam(betas=0.9), TypeError, "adam: betas must be a pair"),
+        (lambda: optim.adam(betas=("0.9", 0.99)), TypeError, r"adam: betas\[0\] must be a float, got str"),
         (lambda: optim.adam(eps=-1e-8), ValueError, "adam: eps"),
         (lambda: optim.adamw(weight_decay=-0.01), ValueError, "adamw: weight_decay"),
         (

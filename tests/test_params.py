@@ -100,6 +100,10 @@ def test_call_with_buffers_and_kwargs() -> None:
     torch.testing.assert_close(ltfunc.call(m, ltfunc.get_params(m), x2, scale=3.0), m(x2) * 3.0)
     with pytest.raises(TypeError, match="call: model must be"):
         ltfunc.call(lambda x: x, {}, x2)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="call: params must be a mapping of names to tensors, got list"):
+        ltfunc.call(m, list(ltfunc.get_params(m).values()), x2)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="call: buffers must be a mapping of names to tensors, got dict"):
+        ltfunc.call(m, ltfunc.get_params(m), x2, buffers={"b": 1.0})
 
 
 def test_call_is_differentiable_wrt_params() -> None:
@@ -287,3 +291,10 @@ def test_save_tree_overwrite_is_atomic(tmp_path: Path, monkeypatch: pytest.Monke
     assert os.listdir(tmp_path) == ["weights.safetensors"]
     ltfunc.save_tree({"w": torch.zeros(4)}, f)
     assert torch.equal(ltfunc.load_tree(f)["w"], torch.zeros(4))
+
+
+def test_save_tree_refuses_the_reserved_metadata_key(tmp_path: Path) -> None:
+    path = tmp_path / "p.safetensors"
+    with pytest.raises(ValueError, match=r"ltfunc\.order"):
+        ltfunc.save_tree({"w": torch.ones(2)}, path, metadata={"ltfunc.order": "[]"})
+    assert not path.exists()

@@ -391,6 +391,13 @@ def test_random_reproducible_from_seed_and_generator(lenet_params: dict[str, Ten
     assert not torch.equal(a["fc1.weight"], b["fc1.weight"])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_random_refuses_a_cuda_generator(lenet_params: dict[str, Tensor]) -> None:
+    cuda_gen = torch.Generator(device="cuda").manual_seed(0)
+    with pytest.raises(ValueError, match=r"random: generator must be a CPU torch\.Generator"):
+        prune.random(lenet_params, masks.ones(lenet_params), rate=0.2, generator=cuda_gen)
+
+
 def test_random_ignores_magnitudes() -> None:
     # the first half of the layer has huge weights: magnitude keeps only it, random does not care
     w = torch.cat([torch.full((50, 20), 100.0), torch.full((50, 20), 0.01)]) * torch.randn(100, 20).sign()

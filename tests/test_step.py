@@ -375,6 +375,10 @@ def test_pack_and_unpack_round_trip() -> None:
         step.unpack((p, s))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"flat_step: state\.params must be a 1-D float tensor of 293"):
         step.flat_step(FlatState(torch.zeros(5), s), None, tiny_batches(1)[0], 0.1)
+    with pytest.raises(ValueError, match="pack: params keys do not match"):
+        step.pack({k: v for k, v in p.items() if k != "fc2.bias"})
+    with pytest.raises(TypeError, match="pack: opt_state does not have the structure"):
+        step.pack(p, optim.sgd(momentum=0.9).init(p))
 
 
 def test_no_host_sync_inside_the_step(monkeypatch: pytest.MonkeyPatch) -> None:

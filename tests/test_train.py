@@ -255,13 +255,14 @@ def test_progress_callback_bar_and_quiet(setup, capsys) -> None:
     [
         ({"iterations": -1}, ValueError, "fit: iterations must be an int >= 0, got -1"),
         ({"eval_every": 0}, ValueError, "fit: eval_every must be None or an int >= 1, got 0"),
-        ({"lr": -0.1}, ValueError, "fit: lr  must be finite and >= 0, got -0.1"),
+        ({"lr": -0.1}, ValueError, "fit: lr must be finite and >= 0, got -0.1"),
+        ({"lr": "fast", "iterations": 0}, TypeError, "fit: lr must be a float, got str"),
         (
             {"lr": lambda it: float("nan") if it == 2 else 0.1},
             ValueError,
             r"fit: lr schedule\(2\) must be finite",
         ),
-        ({"lr": lambda it: "fast"}, TypeError, "fit: lr  must be a float, got str"),
+        ({"lr": lambda it: "fast"}, TypeError, r"fit: lr schedule\(0\) must be a float, got str"),
         ({"on_eval": 3}, TypeError, "fit: on_eval must be None or callable"),
         ({"progress": "yes"}, TypeError, "fit: progress must be None, a bool or callable"),
         ({"state": ({}, None, 0)}, TypeError, "fit: state must be a TrainState, got tuple"),
@@ -292,6 +293,14 @@ def test_fit_rejects_bad_arguments(setup, kwargs, exc, match) -> None:
 def test_init_needs_a_step_with_an_optimizer() -> None:
     with pytest.raises(TypeError, match="init: step must carry an optimizer"):
         train.init(lambda *a: a, {"w": torch.zeros(2)})
+
+
+def test_init_rejects_bad_params_and_iteration(setup) -> None:
+    step, p, _ = setup
+    with pytest.raises(TypeError, match="init: params must be a dict of tensors, got list"):
+        train.init(step, list(p.values()))
+    with pytest.raises(ValueError, match="init: iteration must be an int >= 0, got -1"):
+        train.init(step, p, -1)
 
 
 @pytest.mark.slow
