@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -51,13 +52,17 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def add_prune_args(p: argparse.ArgumentParser, prune_itr: int) -> None:
-    """Options naming a mask: prune percent, mode and number of pruning rounds."""
+def add_prune_args(p: argparse.ArgumentParser, prune_itr: int | None) -> None:
+    """Options naming a mask: prune percent, mode and (unless ``prune_itr`` is None) the number of
+    pruning rounds, ``--prune-itr``, defaulting to ``prune_itr``."""
     p.add_argument("--prune-percent", type=float, default=0.8, help="total fraction of fc weights pruned")
     p.add_argument(
         "--mode", choices=("layer", "global"), default="layer", help="layer-wise or global ranking"
     )
-    p.add_argument("--prune-itr", type=int, default=prune_itr, help="number of pruning rounds of the mask")
+    if prune_itr is not None:
+        p.add_argument(
+            "--prune-itr", type=int, default=prune_itr, help="number of pruning rounds of the mask"
+        )
 
 
 def require(path: Path, made_by: str) -> Path:
@@ -67,9 +72,22 @@ def require(path: Path, made_by: str) -> Path:
     return path
 
 
+def load_net(out: Path, name: str, device: str) -> dict[str, torch.Tensor]:
+    """The ``"net"`` state_dict saved by ``train_mnist.py`` in ``out / name`` (``init.pt``/``ckpt.pt``)."""
+    return torch.load(require(out / name, "train_mnist.py"), map_location=device)["net"]
+
+
 def masks_file(out: Path, prune_percent: float, mode: str, prune_itr: int) -> Path:
     """Where the mask of a (percent, mode, rounds) setting is saved (the seed's naming)."""
     return out / f"masks_{prune_percent}_{mode}_{prune_itr}.pt"
+
+
+def save_masks(masks: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Print the kept count of every mask and save them to ``path`` as ``{"masks": masks}``."""
+    for name, m in masks.items():
+        print(f"{name}: kept {int(m.sum())}/{m.numel()} ({m.float().mean().item():.1%})")
+    torch.save({"masks": masks}, path)
+    print(f"saved {path}")
 
 
 def mnist_loaders(

@@ -12,7 +12,7 @@ Run: ``python examples/get_mask_mnist_itr.py [--prune-itr 4] [--train-itrs 5000]
 from __future__ import annotations
 
 import torch
-from _common import add_prune_args, masks_file, mnist_loaders, parser, require
+from _common import add_prune_args, load_net, masks_file, mnist_loaders, parser, save_masks
 
 import ltfunc
 from ltfunc import LotteryTicket
@@ -27,13 +27,8 @@ def main(argv: list[str] | None = None) -> ltfunc.Mask:
 
     train_loader, _ = mnist_loaders(args.data_root, args.batch_size, args.eval_batch_size, args.seed)
     model = ltfunc.models.lenet300().to(args.device)
-    trained_weights = torch.load(require(args.out / "ckpt.pt", "train_mnist.py"), map_location=args.device)[
-        "net"
-    ]
-    model.load_state_dict(trained_weights)
-    init_weights = torch.load(require(args.out / "init.pt", "train_mnist.py"), map_location=args.device)[
-        "net"
-    ]
+    model.load_state_dict(load_net(args.out, "ckpt.pt", args.device))
+    init_weights = load_net(args.out, "init.pt", args.device)
 
     criterion = torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -43,11 +38,7 @@ def main(argv: list[str] | None = None) -> ltfunc.Mask:
         args.prune_itr, 0, args.prune_percent / args.prune_itr, train_loader, args.train_itrs, args.mode
     )
 
-    for name, m in masks.items():
-        print(f"{name}: kept {int(m.sum())}/{m.numel()} ({m.float().mean().item():.1%})")
-    path = masks_file(args.out, args.prune_percent, args.mode, args.prune_itr)
-    torch.save({"masks": masks}, path)
-    print(f"saved {path}")
+    save_masks(masks, masks_file(args.out, args.prune_percent, args.mode, args.prune_itr))
     return masks
 
 

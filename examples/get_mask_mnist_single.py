@@ -10,8 +10,7 @@ Run: ``python examples/get_mask_mnist_single.py [--prune-percent 0.8] [--mode la
 
 from __future__ import annotations
 
-import torch
-from _common import add_prune_args, masks_file, parser, require
+from _common import add_prune_args, load_net, masks_file, parser, save_masks
 
 import ltfunc
 from ltfunc import LotteryTicket
@@ -19,23 +18,16 @@ from ltfunc import LotteryTicket
 
 def main(argv: list[str] | None = None) -> ltfunc.Mask:
     p = parser(__doc__.splitlines()[0])
-    add_prune_args(p, prune_itr=1)
+    add_prune_args(p, prune_itr=None)  # one shot: the mask file always ends in _1
     args = p.parse_args(argv)
 
     model = ltfunc.models.lenet300().to(args.device)
-    trained_weights = torch.load(require(args.out / "ckpt.pt", "train_mnist.py"), map_location=args.device)[
-        "net"
-    ]
-    model.load_state_dict(trained_weights)
+    model.load_state_dict(load_net(args.out, "ckpt.pt", args.device))
 
     LT = LotteryTicket(model, args.device)  # no optimizer/criterion needed for single-shot masks
     masks = LT.get_masks_by_single_shot(0, args.prune_percent, args.mode)
 
-    for name, m in masks.items():
-        print(f"{name}: kept {int(m.sum())}/{m.numel()} ({m.float().mean().item():.1%})")
-    path = masks_file(args.out, args.prune_percent, args.mode, args.prune_itr)
-    torch.save({"masks": masks}, path)
-    print(f"saved {path}")
+    save_masks(masks, masks_file(args.out, args.prune_percent, args.mode, 1))
     return masks
 
 

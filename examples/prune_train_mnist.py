@@ -10,11 +10,12 @@ Run: ``python examples/prune_train_mnist.py [--prune-itr 1] [--train-itrs 8000]`
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import torch
-from _common import add_prune_args, masks_file, mnist_loaders, parser, require
+from _common import add_prune_args, load_net, masks_file, mnist_loaders, parser, require
 
 import ltfunc
 from ltfunc import LotteryTicket
@@ -59,25 +60,27 @@ def train_loop(
     return test_acc
 
 
-def main(argv: list[str] | None = None) -> float:
-    p = parser(__doc__.splitlines()[0])
+def add_retrain_args(p: argparse.ArgumentParser) -> None:
+    """The options of steps 3 and 4: the mask to load, training and evaluation iterations."""
     add_prune_args(p, prune_itr=1)
     p.add_argument("--train-itrs", type=int, default=1000, help="training batches (the seed used 8000)")
     p.add_argument("--eval-itrs", type=int, default=250, help="evaluate every this many batches")
-    args = p.parse_args(argv)
-    torch.manual_seed(args.seed)
-    tag = f"{args.prune_percent}_{args.mode}_{args.prune_itr}"
 
-    train_loader, test_loader = mnist_loaders(
-        args.data_root, args.batch_size, args.eval_batch_size, args.seed
-    )
-    model = ltfunc.models.lenet300().to(args.device)
-    init_weights = torch.load(require(args.out / "init.pt", "train_mnist.py"), map_location=args.device)[
-        "net"
-    ]
+
+def retrain(
+    args: argparse.Namespace,
+    model: torch.nn.Module,
+    init_weights: dict[str, torch.Tensor],
+    tag: str,
+    what: str,
+) -> float:
+    """Steps 3 and 4: load the mask, reset the survivors of ``model`` to ``init_weights`` and train."""
     masks_path = masks_file(args.out, args.prune_percent, args.mode, args.prune_itr)
     masks_path = require(masks_path, "get_mask_mnist_single.py or get_mask_mnist_itr.py")
     masks = torch.load(masks_path, map_location=args.device)["masks"]
+    train_loader, test_loader = mnist_loaders(
+        args.data_root, args.batch_size, args.eval_batch_size, args.seed
+    )
 
     criterion = torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
@@ -85,11 +88,22 @@ def main(argv: list[str] | None = None) -> float:
         model, args.device, optimizer, criterion, init_weights, masks, compile=not args.no_compile
     )
     LT.train_init()  # survivors <- init weights, pruned weights <- 0, fresh optimizer state
-    print(f"[{tag}] training the ticket: {LT.masks.density():.1%} of the prunable weights remain")
+    print(f"[{tag}] training {what}: {LT.masks.density():.1%} of the prunable weights remain")
 
     test_acc = train_loop(LT, train_loader, test_loader, args.train_itrs, args.eval_itrs, args.out, tag)
     print(f"[{tag}] final test accuracy {test_acc:.4f}")
     return test_acc
+
+
+def main(argv: list[str] | None = None) -> float:
+    p = parser(__doc__.splitlines()[0])
+    add_retrain_args(p)
+    args = p.parse_args(argv)
+    torch.manual_seed(args.seed)
+    init_weights = load_net(args.out, "init.pt", args.device)
+    model = ltfunc.models.lenet300().to(args.device)
+    tag = f"{args.prune_percent}_{args.mode}_{args.prune_itr}"
+    return retrain(args, model, init_weights, tag, "the ticket")
 
 
 if __name__ == "__main__":

@@ -519,11 +519,17 @@ def config_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tup
     Returns:
         ``{field: (old value, new value)}``; a missing key shows as ``None``.
 
+    Raises:
+        TypeError: If ``old`` or ``new`` is not a mapping.
+
     Example:
         >>> from ltfunc.experiment import ImpConfig, config_diff
         >>> config_diff(ImpConfig().to_dict(), ImpConfig(rate=0.3).to_dict())
         {'rate': (0.2, 0.3)}
     """
+    for name, value in (("old", old), ("new", new)):
+        if not isinstance(value, Mapping):
+            raise TypeError(f"config_diff: {name} must be a config mapping, got {type(value).__name__}")
     keys = [k for k in (*old, *(k for k in new if k not in old)) if k not in _BOOKKEEPING]
     return {k: (old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)}
 

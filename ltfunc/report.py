@@ -96,7 +96,7 @@ def _check_run_dir(func: str, run_dir: Any) -> Path:
     if not (path / "config.json").is_file():
         raise ValueError(
             f"{func}: {str(path)!r} is not a run directory (no config.json); "
-            "pass the folder that `ltfunc run` created"
+            "pass the folder that `ltfunc imp` (ltfunc.run_imp) created"
         )
     return path
 

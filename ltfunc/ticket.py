@@ -213,6 +213,9 @@ def derive_seed(seed: int, condition: str, round: int) -> int:
     Returns:
         An int in ``[0, 2**31)``, the same on every platform and Python version.
 
+    Raises:
+        TypeError: If ``seed`` is not an int.
+
     Example:
         >>> from ltfunc.ticket import derive_seed
         >>> derive_seed(0, "reinit", 1) == derive_seed(0, "reinit", 1) != derive_seed(0, "reinit", 2)

@@ -165,6 +165,9 @@ def test_config_diff_lists_changed_fields() -> None:
         "rate": (0.2, 0.3),
         "seed": (0, 2),
     }
+    assert config_diff({"rate": 0.2, "config_hash": "a"}, {"config_hash": "b"}) == {"rate": (0.2, None)}
+    with pytest.raises(TypeError, match=r"config_diff: new must be a config mapping, got list"):
+        config_diff(ImpConfig().to_dict(), [("rate", 0.3)])
 
 
 def test_summarize_round_early_stops_at_the_minimal_validation_loss() -> None:
