@@ -2,4 +2,4 @@
 
 from importlib.util import find_spec
 
-collect_ignore = [] if find_spec("jax") and find_spec("optax") else ["jax.py"]
+collect_ignore = [] if find_spec("jax") and find_spec("optax") else ["ltfunc/interop/jax.py"]
