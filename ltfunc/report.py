@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .params import atomic_write_bytes
+from .ticket import CONDITIONS
 
 __all__ = [
     "AGGREGATE_FIELDS",
@@ -40,8 +41,6 @@ __all__ = [
 
 PathLike = str | os.PathLike[str]
 
-CONDITIONS: tuple[str, ...] = ("ticket", "reinit", "random_prune")
-"""Known conditions, in display order (other condition folders follow alphabetically)."""
 
 SUMMARY_FIELDS: tuple[str, ...] = (
     "condition",
