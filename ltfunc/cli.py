@@ -584,7 +584,7 @@ def _train_dense(ns: argparse.Namespace, model: Any, theta: Any, mask: Any) -> A
         batch_size=config.batch_size,
         lr=config.lr,
         data_seed=config.seed,
-        evaluate=make_evaluator(model, {"test": ds.test}),
+        evaluate=make_evaluator(model, {"test": ds.test}, compile=config.compile),
     )
     bar = (
         None

@@ -162,7 +162,8 @@ class ImpConfig:
         baselines: Any of ``"reinit"``, ``"random_prune"`` (tuple; may be empty).
         init: Init scheme of :data:`ltfunc.models.INITS`.
         device: Where to train (``"cpu"``, ``"cuda"``, ...).
-        compile: ``torch.compile`` the training step (compiled once for the whole run).
+        compile: ``torch.compile`` the training step (compiled once for the whole run) and
+            the evaluation's forward pass.
 
     Raises:
         TypeError: A field of the wrong type.
@@ -930,7 +931,7 @@ def run_imp(
 
     optimizer = make_optimizer(config)
     step = make_train_step(model, optimizer, compile=config.compile)
-    evaluator = make_evaluator(model, {"val": dataset.val, "test": dataset.test})
+    evaluator = make_evaluator(model, {"val": dataset.val, "test": dataset.test}, compile=config.compile)
     trainer = make_trainer(
         step,
         optimizer,

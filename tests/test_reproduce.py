@@ -130,6 +130,7 @@ def test_conv2_study_rates_and_documented_deviations() -> None:
     assert "Fashion-MNIST here, CIFAR-10 in the paper" in text
     assert f"{c.iterations:,} here, 20,000 in the paper" in text
     assert f"every {c.eval_every}" in text.lower()
+    assert f"{c.val_size:,} here, 5,000 in the paper" in text
 
 
 @pytest.mark.parametrize(("name", "layers"), [("lenet-mnist", LENET_LAYERS), ("conv2-fashion", CONV2_LAYERS)])
@@ -152,7 +153,7 @@ def test_overrides_change_the_prefix_and_are_deviations() -> None:
     assert not any(d.startswith("seeds") for d in lines)
     assert deviations("lenet-mnist", [0, 1, 2], {"iterations": 50_000}) == ()
     cfgs = study_configs("conv2-fashion", [3], overrides={"eval_every": 100}, device="cpu", compile=False)
-    assert (cfgs[0].seed, cfgs[0].eval_every, cfgs[0].compile, cfgs[0].iterations) == (3, 100, False, 3000)
+    assert (cfgs[0].seed, cfgs[0].eval_every, cfgs[0].compile, cfgs[0].iterations) == (3, 100, False, 600)
 
 
 def test_bad_arguments_are_named(capsys: pytest.CaptureFixture[str]) -> None:

@@ -184,6 +184,19 @@ def test_train_round_evaluates_on_schedule_and_at_the_end(sgd_step, split, theta
     assert out.captured is None
 
 
+def test_compiled_evaluator_matches_eager_and_validates(split, theta0, model) -> None:
+    mask = next_mask(theta0, masks.ones(theta0), round=1, rate=0.5)
+    eager = make_evaluator(model, {"test": split})(theta0, mask)
+    compiled = make_evaluator(model, {"test": split}, compile=True)(theta0, mask)
+    assert compiled["test_accuracy"] == eager["test_accuracy"]
+    assert compiled["test_loss"] == pytest.approx(eager["test_loss"], rel=1e-5)
+    # the mask is applied (a different mask gives a different loss through the same compiled step)
+    dense = make_evaluator(model, {"test": split}, compile=True)(theta0, masks.ones(theta0))
+    assert dense["test_loss"] != pytest.approx(compiled["test_loss"], rel=1e-6)
+    with pytest.raises(TypeError, match="make_evaluator: compile must be a bool, got 'yes'"):
+        make_evaluator(model, {"test": split}, compile="yes")  # type: ignore[arg-type]
+
+
 def test_train_round_from_a_rewind_point_continues_the_same_data_stream(sgd_step, split, theta0) -> None:
     """Stateless SGD: training 0..10 equals training 0..4, then 4..10 from the captured weights."""
     mask = next_mask(theta0, masks.ones(theta0), round=1, rate=0.3)
