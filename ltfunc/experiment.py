@@ -9,6 +9,7 @@ A run directory (layout in ``docs/design.md``)::
     RUN_DIR/ticket/round_0/rewind_point.safetensors   the dense weights at iteration ``rewind``
                                                       (only when ``rewind > 0``)
     RUN_DIR/summary.csv
+    RUN_DIR/.lock                    while a process writes the run: {"pid", "host", "since"}
 
 Every file is written atomically (temp file + ``os.replace``); ``summary.json`` is written last,
 so a round without it is unfinished and is redone from its start on resume. ``metrics.jsonl``
@@ -30,6 +31,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -560,6 +562,70 @@ def _clear_run(run_dir: Path) -> None:
         p.unlink()
 
 
+LOCK_FILE = ".lock"
+"""Held in a run directory while a process writes into it: ``{"pid", "host", "since"}``."""
+
+
+def _lock_holder(path: Path) -> dict[str, Any] | None:
+    """The lock's owner, or ``None`` when the lock is stale (its process is gone) or missing."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    try:
+        holder = json.loads(raw)
+        pid, host = int(holder["pid"]), str(holder["host"])
+    except (ValueError, KeyError, TypeError):
+        # being written right now by its owner, or garbage left by a crash
+        return {"pid": "?", "host": "?", "since": "?"} if age < 10 else None
+    if host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # alive, owned by another user
+    return holder
+
+
+@contextmanager
+def _run_lock(func: str, run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/.lock`` for the block; refuse (``ValueError``) while another process holds it.
+
+    A lock whose process is gone (same host, dead pid) is taken over. Two processes writing
+    into one run directory would interleave rounds and summaries.
+    """
+    path = run_dir / LOCK_FILE
+    mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if holder is None:
+                path.unlink(missing_ok=True)
+                continue
+            raise ValueError(
+                f"{func}: {run_dir} is in use by process {holder.get('pid')} on {holder.get('host')!r} "
+                f"(since {holder.get('since')}); wait for it to finish, or delete {path} if that "
+                "process is gone"
+            ) from None
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(mine, fh)
+        break
+    else:
+        raise ValueError(f"{func}: could not take the lock {path}; another process keeps recreating it")
+    try:
+        yield
+    finally:
+        try:
+            if json.loads(path.read_text(encoding="utf-8")).get("pid") == mine["pid"]:
+                path.unlink()
+        except (OSError, ValueError):
+            pass
+
+
 def _check_run_dir(func: str, run_dir: Path, config: ImpConfig, *, resume: bool, force: bool) -> str:
     """Check ``run_dir`` for ``config`` (changing nothing): ``"resume"``, ``"fresh"`` or ``"clear"``."""
     _probe_writable(func, run_dir)
@@ -881,7 +947,9 @@ def run_imp(
         ValueError: ``run_dir`` is a file or not writable; it holds a run with another config
             (the message lists the differing fields) or, with ``resume=False``, any run; a
             checkpoint needed to resume is corrupt (the message names it); an override names
-            no prunable parameter. All raised before any training.
+            no prunable parameter; another live process is writing ``run_dir`` (it holds
+            ``run_dir/.lock``; a lock left by a dead process is taken over). All raised
+            before any training.
         FileNotFoundError: The dataset is missing (the message says where it looked).
         FloatingPointError: Training diverged (NaN/inf loss).
 
@@ -901,138 +969,146 @@ def run_imp(
             raise TypeError(f"{func}: {name} must be a bool, got {flag!r}")
     run = Path(run_dir)
     mode = _check_run_dir(func, run, config, resume=resume, force=force)
-    resuming = mode == "resume"
+    with _run_lock(func, run):
+        resuming = mode == "resume"
 
-    dataset = load_dataset(
-        config.dataset,
-        data_root,
-        device=config.device,
-        val_size=config.val_size,
-        split_seed=0,
-        download=download,
-    )
-    model = build(config.model, init=config.init, seed=config.seed).to(config.device)
-    init_path = run / "init.safetensors"
-    if resuming and init_path.is_file():
-        theta0 = _load_checkpoint(func, init_path, config.device)
-    else:
-        theta0 = get_params(model)
-    dense = _masks.ones(theta0)
-    _check_overrides(func, config, dense)
-    # everything is checked: only now touch the directory
-    if mode == "clear":
-        _clear_run(run)
-    for stale in run.glob(".*.tmp-*"):  # temp files of a write that was killed
-        stale.unlink()
-    if not resuming:
-        write_config(run, config)
-    if not init_path.is_file():
-        save_tree(theta0, init_path)
-
-    optimizer = make_optimizer(config)
-    step = make_train_step(model, optimizer, compile=config.compile)
-    evaluator = make_evaluator(model, {"val": dataset.val, "test": dataset.test}, compile=config.compile)
-    trainer = make_trainer(
-        step,
-        optimizer,
-        dataset.train,
-        iterations=config.iterations,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        data_seed=config.seed,
-        eval_every=config.eval_every,
-        evaluate=evaluator,
-    )
-    rates = config.rates()
-    trained: list[tuple[str, int]] = []
-    resumed: list[tuple[str, int]] = []
-    cache: dict[str, Any] = {}
-
-    def finished(condition: str, k: int) -> bool:
-        return (round_dir(run, condition, k) / "summary.json").is_file()
-
-    def ticket(k: int) -> RoundResult:
-        if cache.get("ticket") is None or cache["ticket"].round != k:
-            cache["ticket"] = load_round(run, "ticket", k, device=config.device)
-        return cache["ticket"]
-
-    def rewind_point() -> Params:
-        if "point" not in cache:
-            path = round_dir(run, "ticket", 0) / "rewind_point.safetensors"
-            cache["point"] = _load_checkpoint(func, path, config.device) if config.rewind else theta0
-        return cache["point"]
-
-    def train(condition: str, k: int, make: Callable[..., RoundResult]) -> None:
-        rd = round_dir(run, condition, k)
-        if rd.exists():
-            shutil.rmtree(rd)  # an unfinished round is redone from its start
-        log = _MetricsLog(rd / "metrics.jsonl")
-        begin = time.perf_counter()
-        try:
-            with bars.round(f"{condition} round {k}", config.iterations - (config.rewind if k else 0)) as bar:
-                result = make(on_record=log.append, progress=bar)
-        finally:
-            log.close()
-        summary = summarize_round(
-            result.history, round=k, density=result.mask.density(), wall_seconds=time.perf_counter() - begin
+        dataset = load_dataset(
+            config.dataset,
+            data_root,
+            device=config.device,
+            val_size=config.val_size,
+            split_seed=0,
+            download=download,
         )
-        _masks.save(result.mask, rd / "mask.safetensors")
-        save_tree(result.start, rd / "rewind.safetensors")
-        save_tree(result.final, rd / "final.safetensors")
-        if result.rewind_point is not None and config.rewind:
-            save_tree(result.rewind_point, rd / "rewind_point.safetensors")
-        log.finish()
-        _write_json(rd / "summary.json", summary)
-        _write_summary_csv(run)
-        trained.append((condition, k))
-        if condition == "ticket":
-            cache["ticket"] = result
-        bars.advance(summary)
+        model = build(config.model, init=config.init, seed=config.seed).to(config.device)
+        init_path = run / "init.safetensors"
+        if resuming and init_path.is_file():
+            theta0 = _load_checkpoint(func, init_path, config.device)
+        else:
+            theta0 = get_params(model)
+        dense = _masks.ones(theta0)
+        _check_overrides(func, config, dense)
+        # everything is checked: only now touch the directory
+        if mode == "clear":
+            _clear_run(run)
+        for stale in run.glob(".*.tmp-*"):  # temp files of a write that was killed
+            stale.unlink()
+        if not resuming:
+            write_config(run, config)
+        if not init_path.is_file():
+            save_tree(theta0, init_path)
 
-    total = config.rounds + 1 + config.rounds * len(config.baselines)
-    bars = _Progress(progress, total)
-    try:
-        for k in range(config.rounds + 1):
-            if finished("ticket", k):
-                resumed.append(("ticket", k))
-                bars.advance()
-            elif k == 0:
-                train("ticket", 0, partial(dense_round, trainer, theta0, rewind=config.rewind, mask=dense))
-                if config.rewind:
-                    cache["point"] = cache["ticket"].rewind_point
-            else:
-                make = partial(
-                    imp_round,
-                    trainer,
-                    ticket(k - 1),
-                    rewind_point(),
-                    rate=rates,
-                    scope=config.scope,
-                    schedule=config.schedule,
-                    rewind=config.rewind,
-                )
-                train("ticket", k, make)
-            for condition in config.baselines if k else ():
-                if finished(condition, k):
-                    resumed.append((condition, k))
+        optimizer = make_optimizer(config)
+        step = make_train_step(model, optimizer, compile=config.compile)
+        evaluator = make_evaluator(model, {"val": dataset.val, "test": dataset.test}, compile=config.compile)
+        trainer = make_trainer(
+            step,
+            optimizer,
+            dataset.train,
+            iterations=config.iterations,
+            batch_size=config.batch_size,
+            lr=config.lr,
+            data_seed=config.seed,
+            eval_every=config.eval_every,
+            evaluate=evaluator,
+        )
+        rates = config.rates()
+        trained: list[tuple[str, int]] = []
+        resumed: list[tuple[str, int]] = []
+        cache: dict[str, Any] = {}
+
+        def finished(condition: str, k: int) -> bool:
+            return (round_dir(run, condition, k) / "summary.json").is_file()
+
+        def ticket(k: int) -> RoundResult:
+            if cache.get("ticket") is None or cache["ticket"].round != k:
+                cache["ticket"] = load_round(run, "ticket", k, device=config.device)
+            return cache["ticket"]
+
+        def rewind_point() -> Params:
+            if "point" not in cache:
+                path = round_dir(run, "ticket", 0) / "rewind_point.safetensors"
+                cache["point"] = _load_checkpoint(func, path, config.device) if config.rewind else theta0
+            return cache["point"]
+
+        def train(condition: str, k: int, make: Callable[..., RoundResult]) -> None:
+            rd = round_dir(run, condition, k)
+            if rd.exists():
+                shutil.rmtree(rd)  # an unfinished round is redone from its start
+            log = _MetricsLog(rd / "metrics.jsonl")
+            begin = time.perf_counter()
+            try:
+                with bars.round(
+                    f"{condition} round {k}", config.iterations - (config.rewind if k else 0)
+                ) as bar:
+                    result = make(on_record=log.append, progress=bar)
+            finally:
+                log.close()
+            summary = summarize_round(
+                result.history,
+                round=k,
+                density=result.mask.density(),
+                wall_seconds=time.perf_counter() - begin,
+            )
+            _masks.save(result.mask, rd / "mask.safetensors")
+            save_tree(result.start, rd / "rewind.safetensors")
+            save_tree(result.final, rd / "final.safetensors")
+            if result.rewind_point is not None and config.rewind:
+                save_tree(result.rewind_point, rd / "rewind_point.safetensors")
+            log.finish()
+            _write_json(rd / "summary.json", summary)
+            _write_summary_csv(run)
+            trained.append((condition, k))
+            if condition == "ticket":
+                cache["ticket"] = result
+            bars.advance(summary)
+
+        total = config.rounds + 1 + config.rounds * len(config.baselines)
+        bars = _Progress(progress, total)
+        try:
+            for k in range(config.rounds + 1):
+                if finished("ticket", k):
+                    resumed.append(("ticket", k))
                     bars.advance()
-                    continue
-                make = partial(
-                    baseline_round,
-                    trainer,
-                    condition,
-                    ticket(k),
-                    rewind_point(),
-                    model=model,
-                    seed=config.seed,
-                    rewind=config.rewind,
-                )
-                train(condition, k, make)
-    finally:
-        bars.close()
-    _write_summary_csv(run)
-    rows = _read_csv_rows(run / "summary.csv")
-    return RunResult(run, config, tuple(rows), tuple(trained), tuple(resumed))
+                elif k == 0:
+                    train(
+                        "ticket", 0, partial(dense_round, trainer, theta0, rewind=config.rewind, mask=dense)
+                    )
+                    if config.rewind:
+                        cache["point"] = cache["ticket"].rewind_point
+                else:
+                    make = partial(
+                        imp_round,
+                        trainer,
+                        ticket(k - 1),
+                        rewind_point(),
+                        rate=rates,
+                        scope=config.scope,
+                        schedule=config.schedule,
+                        rewind=config.rewind,
+                    )
+                    train("ticket", k, make)
+                for condition in config.baselines if k else ():
+                    if finished(condition, k):
+                        resumed.append((condition, k))
+                        bars.advance()
+                        continue
+                    make = partial(
+                        baseline_round,
+                        trainer,
+                        condition,
+                        ticket(k),
+                        rewind_point(),
+                        model=model,
+                        seed=config.seed,
+                        rewind=config.rewind,
+                    )
+                    train(condition, k, make)
+        finally:
+            bars.close()
+        _write_summary_csv(run)
+        rows = _read_csv_rows(run / "summary.csv")
+        return RunResult(run, config, tuple(rows), tuple(trained), tuple(resumed))
 
 
 def _read_csv_rows(path: Path) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ import os
 import pickle
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -522,3 +523,48 @@ def test_compiled_runs_are_deterministic(data_root: Path, tmp_path: Path) -> Non
     # and the masks follow the same per-layer counts as the eager run's
     kept = masks.counts(masks.load(round_dir(tmp_path / "a", "ticket", 2) / "mask.safetensors"))
     assert kept["fc1.weight"].kept == expected_kept(PRUNABLE["fc1.weight"], 2)[2]
+
+
+# ---------------------------------------------------------------------------- run-directory lock
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_run_directory_in_use_is_refused_before_anything_is_touched(
+    small_run: Path, data_root: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    (round_dir(run, "ticket", 3) / "summary.json").unlink()  # unfinished: a writer would redo it
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
+    # held by a live process (this one) on this host
+    lock = {"pid": os.getpid(), "host": socket.gethostname(), "since": "2026-01-01T00:00:00"}
+    (run / ".lock").write_text(json.dumps(lock))
+    in_use = rf"run_imp: .*run is in use by process {os.getpid()}.*delete .*\.lock"
+    with pytest.raises(ValueError, match=in_use):
+        run_imp(ImpConfig(**SMALL), run, data_root=data_root, progress=False)
+    with pytest.raises(ValueError, match="is in use by process"):  # force does not override a live lock
+        run_imp(ImpConfig(**SMALL), run, data_root=data_root, progress=False, force=True)
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file() and p.name != ".lock"} == before
+    assert json.loads((run / ".lock").read_text()) == lock  # the other process's lock is left alone
+
+
+def test_a_stale_lock_is_taken_over_and_the_lock_is_released_after_the_run(
+    small_run: Path, data_root: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    (round_dir(run, "random_prune", 3) / "summary.json").unlink()
+    (run / ".lock").write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname(), "since": "x"}))
+    result = run_imp(ImpConfig(**SMALL), run, data_root=data_root, progress=False)
+    assert result.trained == (("random_prune", 3),)
+    assert not (run / ".lock").exists()
+    # released on failure too: a diverging run raises, and the next run is not locked out
+    (round_dir(run, "random_prune", 3) / "summary.json").unlink()
+    with pytest.raises(FloatingPointError):
+        run_imp(ImpConfig(**{**SMALL, "lr": 1e30}), run, data_root=data_root, progress=False, force=True)
+    assert not (run / ".lock").exists()
