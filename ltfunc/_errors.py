@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -25,3 +26,27 @@ def check_choice(func: str, name: str, value: Any, choices: tuple[str, ...] | li
             f"{func}: {name}={value!r} is not supported. Supported: {', '.join(map(repr, choices))}"
         )
     return value
+
+
+def check_fits(
+    func: str, name: str, items: Mapping[str, Any], params: Mapping[str, Any], hint: str = ""
+) -> None:
+    """Raise ``ValueError`` unless every key of ``items`` is in ``params`` with the same shape.
+
+    ``items`` is a mask-like mapping of anything with a ``.shape`` (torch tensors, numpy or
+    JAX arrays); ``None`` entries are skipped. ``hint`` is appended to the shape error.
+    """
+    unknown = [k for k in items if k not in params]
+    if unknown:
+        raise ValueError(
+            f"{func}: {name} has keys {unknown} that are not in params (mask for a different "
+            f"model?); params keys: {list(params)}"
+        )
+    for k, m in items.items():
+        if m is None:
+            continue
+        shape, want = tuple(m.shape), tuple(params[k].shape)
+        if shape != want:
+            raise ValueError(
+                f"{func}: {name}[{k!r}] has shape {shape} but params[{k!r}] has shape {want}{hint}"
+            )

@@ -10,6 +10,7 @@ import optree
 import torch
 from torch import Tensor, nn
 
+from ._errors import check_fits
 from ._types import Params, Selection
 from .params import load_tree, read_metadata, save_tree
 
@@ -328,26 +329,17 @@ def check_compatible(mask: Any, params: Any, func: str = "check_compatible") -> 
         raise TypeError(f"{func}: mask must be an ltfunc Mask, got {type(mask).__name__}")
     if not isinstance(params, Mapping):
         raise TypeError(f"{func}: params must be a dict of tensors, got {type(params).__name__}")
-    unknown = [k for k in mask if k not in params]
-    if unknown:
-        raise ValueError(
-            f"{func}: mask has keys {unknown} that are not in params (mask for a different "
-            f"model?); params keys: {list(params)}"
-        )
     for k, m in mask.items():
-        p = params[k]
         if not isinstance(m, Tensor) or m.dtype != torch.bool:
             got = m.dtype if isinstance(m, Tensor) else type(m).__name__
             raise TypeError(f"{func}: mask[{k!r}] must be a bool tensor, got {got}")
-        if not isinstance(p, Tensor):
-            raise TypeError(f"{func}: params[{k!r}] must be a tensor, got {type(p).__name__}")
-        if tuple(m.shape) != tuple(p.shape):
+        if k in params and not isinstance(params[k], Tensor):
+            raise TypeError(f"{func}: params[{k!r}] must be a tensor, got {type(params[k]).__name__}")
+    check_fits(func, "mask", mask, params)
+    for k, m in mask.items():
+        if m.device != params[k].device:
             raise ValueError(
-                f"{func}: mask[{k!r}] has shape {tuple(m.shape)} but params[{k!r}] has shape {tuple(p.shape)}"
-            )
-        if m.device != p.device:
-            raise ValueError(
-                f"{func}: mask[{k!r}] is on {m.device} but params[{k!r}] is on {p.device}; "
+                f"{func}: mask[{k!r}] is on {m.device} but params[{k!r}] is on {params[k].device}; "
                 "use mask.to(device)"
             )
 

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._errors import check_choice
+from .._errors import check_choice, check_fits
 from ..masks import Mask
 
 __all__ = [
@@ -410,19 +410,9 @@ def _build_mask(func: str, arrays: Any, params: Mapping[str, Any] | None, *, all
     devices: dict[str, torch.device] = {}
     order = list(found)
     if params is not None:
-        unknown = [k for k in found if k not in params]
-        if unknown:
-            raise ValueError(
-                f"{func}: masks has keys {unknown} that are not in params (mask for a different "
-                f"model?); params keys: {list(params)}"
-            )
-        for k, a in found.items():
-            shape = tuple(params[k].shape)
-            if a.shape != shape:
-                raise ValueError(
-                    f"{func}: masks[{k!r}] has shape {a.shape} but params[{k!r}] has shape {shape} "
-                    "(packed jaxpruner masks, use_packed_masks=True, must be unpacked first)"
-                )
+        hint = " (packed jaxpruner masks, use_packed_masks=True, must be unpacked first)"
+        check_fits(func, "masks", found, params, hint)
+        for k in found:
             if isinstance(params[k], Tensor):
                 devices[k] = params[k].device
         order = [k for k in params if k in found]
@@ -449,18 +439,7 @@ def _check_mask_vs_params(func: str, mask: Any, params: Any) -> None:
         raise TypeError(
             f"{func}: params must be a mapping of names to tensors/arrays, got {type(params).__name__}"
         )
-    unknown = [k for k in mask if k not in params]
-    if unknown:
-        raise ValueError(
-            f"{func}: mask has keys {unknown} that are not in params (mask for a different model?); "
-            f"params keys: {list(params)}"
-        )
-    for k, m in mask.items():
-        shape = tuple(params[k].shape)
-        if tuple(m.shape) != shape:
-            raise ValueError(
-                f"{func}: mask[{k!r}] has shape {tuple(m.shape)} but params[{k!r}] has shape {shape}"
-            )
+    check_fits(func, "mask", mask, params)
 
 
 def mask_to_numpy(mask: Mask) -> dict[str, np.ndarray]:
@@ -829,17 +808,7 @@ def _check_jax_mask(func: str, params: Any, mask: Any) -> None:
             f"{func}: mask must be None or a dict of JAX arrays (convert an ltfunc Mask with "
             f"to_jax(mask) or to_jaxpruner(mask, params)), got {type(mask).__name__}"
         )
-    unknown = [k for k in mask if k not in params]
-    if unknown:
-        raise ValueError(
-            f"{func}: mask has keys {unknown} that are not in params; params keys: {list(params)}"
-        )
-    for k, m in mask.items():
-        shape = tuple(params[k].shape)
-        if m is not None and tuple(m.shape) != shape:
-            raise ValueError(
-                f"{func}: mask[{k!r}] has shape {tuple(m.shape)} but params[{k!r}] has shape {shape}"
-            )
+    check_fits(func, "mask", mask, params)
 
 
 # Training and evaluation ----------------------------------------------------------------------------
