@@ -25,12 +25,11 @@ import torch
 
 from . import masks, models, params, prune, report
 from .data import DATASETS, ENV_ROOT, load_dataset
-from .experiment import ImpConfig, default_run_name, make_optimizer, run_imp
+from .experiment import ImpConfig, default_run_name, make_config_trainer, run_imp
 from .models import INITS, MODELS
 from .optim import OPTIMIZERS
 from .params import load_tree
-from .step import make_train_step
-from .ticket import BASELINES, make_evaluator, make_trainer, train_round
+from .ticket import BASELINES, train_round
 
 __all__ = ["build_parser", "imp_config_from_args", "main"]
 
@@ -575,17 +574,7 @@ def _train_dense(ns: argparse.Namespace, model: Any, theta: Any, mask: Any) -> A
     ds = load_dataset(
         config.dataset, ns.data_root, device=config.device, download=_download_flag(ns.download, ns.data_root)
     )
-    optimizer = make_optimizer(config)
-    trainer = make_trainer(
-        make_train_step(model, optimizer, compile=config.compile),
-        optimizer,
-        ds.train,
-        iterations=config.iterations,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        data_seed=config.seed,
-        evaluate=make_evaluator(model, {"test": ds.test}, compile=config.compile),
-    )
+    trainer = make_config_trainer(config, model, ds, splits=("test",), eval_every=config.iterations)
     bar = (
         None
         if ns.quiet

@@ -46,7 +46,7 @@ import torch
 from . import masks as _masks
 from ._errors import check_choice, check_fraction
 from ._types import Params
-from .data import DATASETS, load_dataset
+from .data import DATASETS, Dataset, load_dataset
 from .masks import Mask
 from .models import INITS, MODELS, build
 from .optim import OPTIMIZERS, Optimizer
@@ -57,6 +57,7 @@ from .ticket import (
     BASELINES,
     SCHEDULES,
     RoundResult,
+    Trainer,
     baseline_round,
     dense_round,
     imp_round,
@@ -72,6 +73,7 @@ __all__ = [
     "config_diff",
     "default_run_name",
     "load_round",
+    "make_config_trainer",
     "make_optimizer",
     "read_config",
     "round_dir",
@@ -815,6 +817,62 @@ def make_optimizer(config: ImpConfig) -> Optimizer:
     return OPTIMIZERS[config.optimizer](**kwargs)
 
 
+def make_config_trainer(
+    config: ImpConfig,
+    model: torch.nn.Module,
+    dataset: Dataset,
+    *,
+    splits: Sequence[str] = ("val", "test"),
+    eval_every: int | None = None,
+) -> Trainer:
+    """The :class:`ltfunc.ticket.Trainer` a config describes, as :func:`run_imp` builds it.
+
+    Its optimizer (:func:`make_optimizer`), the masked training step (compiled when
+    ``config.compile``), the data order of ``config.seed`` and an evaluator on ``splits``.
+
+    Args:
+        config: The experiment config.
+        model: The module (``build(config.model, ...)``), on ``config.device``.
+        dataset: The loaded dataset (:func:`ltfunc.load_dataset`), on ``config.device``.
+        splits: Names of the dataset's splits to evaluate on (``"val"``, ``"test"``).
+        eval_every: Evaluation interval (``None``: ``config.eval_every``).
+
+    Returns:
+        The trainer, for :func:`ltfunc.ticket.train_round` and the round functions.
+
+    Raises:
+        TypeError: ``config`` is not an :class:`ImpConfig`.
+        ValueError: A split name that ``dataset`` lacks.
+
+    Example:
+        >>> import torch, ltfunc
+        >>> from ltfunc.experiment import ImpConfig, make_config_trainer
+        >>> x, y = torch.randn(40, 1, 28, 28), torch.randint(0, 10, (40,))
+        >>> ds = ltfunc.data.Dataset("mnist", (x, y), None, (x, y))
+        >>> cfg = ImpConfig(iterations=4, batch_size=8, eval_every=2, compile=False)
+        >>> t = make_config_trainer(cfg, ltfunc.models.lenet300(seed=0), ds, splits=("test",))
+        >>> (t.iterations, t.batch_size, t.eval_every)
+        (4, 8, 2)
+    """
+    func = "make_config_trainer"
+    if not isinstance(config, ImpConfig):
+        raise TypeError(f"{func}: config must be an ImpConfig, got {type(config).__name__}")
+    for name in splits:
+        check_choice(func, "splits", name, ("train", "val", "test"))
+    optimizer = make_optimizer(config)
+    return make_trainer(
+        make_train_step(model, optimizer, compile=config.compile),
+        optimizer,
+        dataset.train,
+        iterations=config.iterations,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        data_seed=config.seed,
+        eval_every=config.eval_every if eval_every is None else eval_every,
+        evaluate=make_evaluator(model, {n: getattr(dataset, n) for n in splits}, compile=config.compile),
+    )
+
+
 def load_round(
     run_dir: str | os.PathLike[str], condition: str, k: int, *, device: str | torch.device = "cpu"
 ) -> Any:
@@ -998,20 +1056,7 @@ def run_imp(
         if not init_path.is_file():
             save_tree(theta0, init_path)
 
-        optimizer = make_optimizer(config)
-        step = make_train_step(model, optimizer, compile=config.compile)
-        evaluator = make_evaluator(model, {"val": dataset.val, "test": dataset.test}, compile=config.compile)
-        trainer = make_trainer(
-            step,
-            optimizer,
-            dataset.train,
-            iterations=config.iterations,
-            batch_size=config.batch_size,
-            lr=config.lr,
-            data_seed=config.seed,
-            eval_every=config.eval_every,
-            evaluate=evaluator,
-        )
+        trainer = make_config_trainer(config, model, dataset)
         rates = config.rates()
         trained: list[tuple[str, int]] = []
         resumed: list[tuple[str, int]] = []

@@ -568,3 +568,23 @@ def test_a_stale_lock_is_taken_over_and_the_lock_is_released_after_the_run(
     with pytest.raises(FloatingPointError):
         run_imp(ImpConfig(**{**SMALL, "lr": 1e30}), run, data_root=data_root, progress=False, force=True)
     assert not (run / ".lock").exists()
+
+
+def test_make_config_trainer_follows_the_config_and_validates() -> None:
+    from ltfunc.data import Dataset
+    from ltfunc.experiment import make_config_trainer
+
+    x, y = torch.randn(40, 1, 28, 28), torch.randint(0, 10, (40,))
+    ds = Dataset("mnist", (x, y), (x[:8], y[:8]), (x, y))
+    cfg = ImpConfig(**{**SMALL, "optimizer": "momentum", "lr": 0.05, "batch_size": 8, "seed": 4})
+    t = make_config_trainer(cfg, ltfunc.models.lenet300(seed=0), ds)
+    assert (t.iterations, t.batch_size, t.lr, t.data_seed, t.eval_every) == (50, 8, 0.05, 4, 25)
+    assert t.optimizer.name == "momentum"
+    params = ltfunc.get_params(ltfunc.models.lenet300(seed=0))
+    assert sorted(t.evaluate(params, masks.ones(params))) == [
+        "test_accuracy", "test_loss", "val_accuracy", "val_loss",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match=r"make_config_trainer: splits='valid' is not supported"):
+        make_config_trainer(cfg, ltfunc.models.lenet300(), ds, splits=("valid",))
+    with pytest.raises(TypeError, match="make_config_trainer: config must be an ImpConfig"):
+        make_config_trainer({"rounds": 1}, ltfunc.models.lenet300(), ds)  # type: ignore[arg-type]
