@@ -104,7 +104,7 @@ def _resolve_root(func: str, root: Any) -> Path:
 
 def _check_int(func: str, name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{func}: {name} must be an int, got {type(value).__name__} {value!r}")
+        raise TypeError(f"{func}: {name} must be an int, got {type(value).__name__} {value!r}")
     return value
 
 
@@ -190,9 +190,10 @@ def load_dataset(
         A :class:`Dataset` ``(name, train, val, test)``.
 
     Raises:
-        ValueError: Unknown ``name`` (lists :data:`DATASETS`), ``val_size`` not an int in
+        ValueError: Unknown ``name`` (lists :data:`DATASETS`), ``val_size`` not in
             ``[0, train size)``, or an unusable ``device``.
-        TypeError: ``root``, ``device``, ``split_seed`` or ``download`` of the wrong type.
+        TypeError: ``root``, ``device``, ``val_size``, ``split_seed`` or ``download`` of the
+            wrong type.
         FileNotFoundError: The files are missing and could not (or may not) be
             downloaded; the message names the folder searched and how to fix it.
 
@@ -291,10 +292,11 @@ def batches(
         An infinite iterator of ``(x, y)`` batches.
 
     Raises:
-        TypeError: ``split`` is not a pair of tensors, or ``seed``/``generator`` of the wrong type.
+        TypeError: ``split`` is not a pair of tensors, or ``batch_size``/``seed``/``generator``
+            of the wrong type.
         ValueError: Mismatched ``x``/``y`` sizes or devices, an empty split, a
-            ``batch_size`` that is not an int in the allowed range, both ``seed`` and
-            ``generator``, or a generator on another device.
+            ``batch_size`` out of the allowed range, both ``seed`` and ``generator``, or a
+            generator on another device.
 
     Example:
         >>> import torch, ltfunc
