@@ -599,7 +599,11 @@ def _run_lock(func: str, run_dir: Path) -> Iterator[None]:
     into one run directory would interleave rounds and summaries.
     """
     path = run_dir / LOCK_FILE
-    mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    mine = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     for _ in range(3):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
