@@ -14,6 +14,9 @@ Code written for the ``lib.LotteryTicket`` class of the hook-based PyTorch repos
         loss, acc, correct = LT.train_on_batch(inputs, targets)
     test_loss, test_acc = LT.eval_all(test_loader)
 
+(``get_masks_by_iteration`` also takes the seed source's keyword names ``prune_itrs=`` and
+``train_iter=``.)
+
 Underneath, masks are immutable :class:`ltfunc.Mask` pytrees from :func:`ltfunc.prune.magnitude`,
 training is one ``torch.compile``'d masked step (:func:`ltfunc.step.make_train_step`) with a
 functional optimizer translated from the ``torch.optim`` one, and the loops of
@@ -102,6 +105,15 @@ def _check_int(func: str, name: str, value: Any, minimum: int) -> int:
     if value < minimum:
         raise ValueError(f"{func}: {name} must be an int >= {minimum}, got {value}")
     return value
+
+
+def _one_of(func: str, name: str, value: Any, alias: str, alias_value: Any) -> Any:
+    """``value`` or the seed source's ``alias`` for it: exactly one must be given."""
+    if value is not None and alias_value is not None:
+        raise TypeError(f"{func}: got both {name}={value!r} and {alias}={alias_value!r}; give one of them")
+    if value is None and alias_value is None:
+        raise TypeError(f"{func}: missing argument {name} ({alias} in the seed's source)")
+    return value if value is not None else alias_value
 
 
 def _check_loader(func: str, loader: Any, name: str) -> None:
@@ -568,12 +580,15 @@ class LotteryTicket:
 
     def get_masks_by_iteration(
         self,
-        prune_itr: int,
-        conv_prune_percent: float,
-        fc_prune_percent: float,
-        train_loader: Iterable[Any],
-        train_itrs: int,
+        prune_itr: int | None = None,
+        conv_prune_percent: float | None = None,
+        fc_prune_percent: float | None = None,
+        train_loader: Iterable[Any] | None = None,
+        train_itrs: int | None = None,
         mode: str = "global",
+        *,
+        prune_itrs: int | None = None,
+        train_iter: int | None = None,
     ) -> Mask:
         """Iterative magnitude pruning over ``prune_itr`` rounds, starting from the trained model.
 
@@ -593,12 +608,15 @@ class LotteryTicket:
             train_loader: A re-iterable of ``(inputs, targets)`` batches (a ``DataLoader``).
             train_itrs: Batches trained in each round after the first, ``>= 1``.
             mode: ``"global"`` or ``"layer"``.
+            prune_itrs: The seed source's keyword for ``prune_itr`` (give one of the two).
+            train_iter: The seed source's keyword for ``train_itrs`` (give one of the two).
 
         Returns:
             The final :class:`ltfunc.Mask`.
 
         Raises:
-            TypeError: Arguments of the wrong type (e.g. a one-shot iterator as loader).
+            TypeError: Arguments of the wrong type (e.g. a one-shot iterator as loader), a
+                missing argument, or both names of one argument.
             ValueError: Percents outside ``[0, 1)``, ``prune_itr * percent >= 1``, an unknown
                 ``mode``, ``prune_itr``/``train_itrs`` below 1, an empty loader, or no init
                 weights (call :meth:`set_init_weights` first) when ``prune_itr > 1``.
@@ -616,6 +634,13 @@ class LotteryTicket:
             0.5
         """
         func = "get_masks_by_iteration"
+        prune_itr = _one_of(func, "prune_itr", prune_itr, "prune_itrs", prune_itrs)
+        for name, value in (
+            ("conv_prune_percent", conv_prune_percent),
+            ("fc_prune_percent", fc_prune_percent),
+        ):
+            if value is None:
+                raise TypeError(f"{func}: missing argument {name}")
         _check_int(func, "prune_itr", prune_itr, 1)
         conv, fc = self._rates(func, conv_prune_percent, fc_prune_percent)
         for name, p in (("conv_prune_percent", conv), ("fc_prune_percent", fc)):
@@ -626,6 +651,7 @@ class LotteryTicket:
                 )
         check_choice(func, "mode", mode, SCOPES)
         if prune_itr > 1:
+            train_itrs = _one_of(func, "train_itrs", train_itrs, "train_iter", train_iter)
             _check_int(func, "train_itrs", train_itrs, 1)
             _check_loader(func, train_loader, "train_loader")
             if self.init_weights is None:

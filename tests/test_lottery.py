@@ -209,6 +209,36 @@ def test_iteration_leaves_training_state_untouched() -> None:
     assert ltfunc.tree_equal(ltfunc.get_params(a), ltfunc.get_params(b))
 
 
+def test_iteration_accepts_the_seed_sources_keywords() -> None:
+    """The seed's source spells the arguments prune_itrs / train_iter; both spellings give one mask."""
+    loader = make_loader(n=64, batch_size=32)
+
+    def ticket() -> LotteryTicket:
+        model = ltfunc.models.lenet300(seed=0)
+        LT = LotteryTicket(model, "cpu", compile=False).set_init_weights(copy.deepcopy(model.state_dict()))
+        return LT.train_all(loader, 4)
+
+    a = ticket().get_masks_by_iteration(3, 0, 0.2, loader, 3, "layer")
+    b = ticket().get_masks_by_iteration(
+        prune_itrs=3,
+        conv_prune_percent=0,
+        fc_prune_percent=0.2,
+        train_loader=loader,
+        train_iter=3,
+        mode="layer",
+    )
+    assert ltfunc.tree_equal(dict(a), dict(b)) and a.density() == pytest.approx(0.4, abs=0.01)
+    LT = ticket()
+    with pytest.raises(TypeError, match=r"got both prune_itr=3 and prune_itrs=3; give one"):
+        LT.get_masks_by_iteration(3, 0, 0.2, loader, 3, prune_itrs=3)
+    with pytest.raises(TypeError, match=r"missing argument train_itrs \(train_iter in the seed's source\)"):
+        LT.get_masks_by_iteration(3, 0, 0.2, loader)
+    with pytest.raises(TypeError, match=r"missing argument prune_itr"):
+        LT.get_masks_by_iteration(conv_prune_percent=0, fc_prune_percent=0.2)
+    with pytest.raises(TypeError, match=r"missing argument fc_prune_percent"):
+        LT.get_masks_by_iteration(1, 0.0)
+
+
 def test_iteration_errors_before_any_work(lenet: nn.Module) -> None:
     loader = make_loader(n=32)
     LT = LotteryTicket(lenet, "cpu", compile=False)
