@@ -23,6 +23,7 @@ from typing import NamedTuple
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
+from .._errors import check_fits
 from .._types import Params
 from ..masks import Mask
 
@@ -250,18 +251,7 @@ def apply_mask(module: nn.Module, mask: Mask, *, inplace: bool = False) -> nn.Mo
     if not isinstance(inplace, bool):
         raise TypeError(f"apply_mask: inplace must be a bool, got {inplace!r}")
     targets = _parameters(module, _pruned("apply_mask", module))
-    unknown = [k for k in mask if k not in targets]
-    if unknown:
-        raise ValueError(
-            f"apply_mask: mask has keys {unknown} that are not parameters of "
-            f"{type(module).__name__} (mask for a different model?); parameters: {list(targets)}"
-        )
-    for k, m in mask.items():
-        shape = tuple(targets[k][2].shape)
-        if tuple(m.shape) != shape:
-            raise ValueError(
-                f"apply_mask: mask[{k!r}] has shape {tuple(m.shape)} but the parameter has shape {shape}"
-            )
+    check_fits("apply_mask", "mask", mask, {k: t[2] for k, t in targets.items()})
     out = module if inplace else _copy(module)
     out_targets = _parameters(out, _pruned("apply_mask", out))
     for k, m in mask.items():
