@@ -846,7 +846,7 @@ def make_config_trainer(
 
     Raises:
         TypeError: ``config`` is not an :class:`ImpConfig`.
-        ValueError: A split name that ``dataset`` lacks.
+        ValueError: A split name other than ``"train"``, ``"val"``, ``"test"``.
 
     Example:
         >>> import torch, ltfunc
