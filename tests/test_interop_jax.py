@@ -17,7 +17,7 @@ import ltfunc
 from ltfunc import masks
 from ltfunc.interop import jax as lj
 from ltfunc.step import make_train_step
-from tests.helpers import tree_allclose
+from tests.helpers import train_reference, tree_allclose
 
 ROOT = Path(__file__).resolve().parents[1]
 JAX_REASON = "needs JAX: install the extra with pip install 'ltfunc[jax]'"
@@ -409,29 +409,6 @@ def test_jaxpruner_errors(jax: Any) -> None:
 
 
 # Training and evaluation -----------------------------------------------------------------------------
-def _torch_sgd_reference(
-    model: torch.nn.Module, params: dict, mask: masks.Mask, batches: list, lr: float, momentum: float
-) -> tuple[dict, list[float]]:
-    """Masked training with torch.optim.SGD on a real module (independent of ltfunc.step)."""
-    ltfunc.load_into(model, masks.apply(mask, params))
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
-    named = dict(model.named_parameters())
-    losses = []
-    for x, y in batches:
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        with torch.no_grad():
-            for k, m in mask.items():
-                named[k].grad.mul_(m)
-        opt.step()
-        with torch.no_grad():
-            for k, m in mask.items():
-                named[k].mul_(m)
-        losses.append(loss.item())
-    return ltfunc.get_params(model), losses
-
-
 @pytest.mark.parametrize("build", [ltfunc.models.lenet300, ltfunc.models.conv2], ids=["lenet300", "conv2"])
 def test_jax_masked_sgd_step_matches_torch(jax: Any, optax: Any, build: Any) -> None:
     model = build(seed=5)
@@ -443,7 +420,11 @@ def test_jax_masked_sgd_step_matches_torch(jax: Any, optax: Any, build: Any) -> 
         for _ in range(4)
     ]
     lr, momentum = 0.05, 0.9
-    expected, losses = _torch_sgd_reference(model, params, mask, batches, lr, momentum)
+    # reference: masked training with torch.optim.SGD on the module (independent of ltfunc.step)
+    ref, _, losses = train_reference(
+        model, lambda ps: torch.optim.SGD(ps, lr=lr, momentum=momentum), mask, batches
+    )
+    expected = ltfunc.get_params(ref)
 
     opt = optax.sgd(lr, momentum=momentum)
     step = lj.make_train_step(opt)

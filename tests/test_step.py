@@ -113,19 +113,9 @@ def test_matches_torch_optim_with_masked_grads_and_weights() -> None:
     mask = random_mask(p0, 0.5, seed=1)
     batches = tiny_batches(30)
     # reference: a torch module trained with torch.optim.Adam(weight_decay) and masking
-    ref = TinyMLP()
-    ltfunc.load_into(ref, masks.apply(mask, p0))
-    opt = torch.optim.Adam(ref.parameters(), lr=0.01, weight_decay=0.01)
-    named = dict(ref.named_parameters())
-    for x, y in batches:
-        opt.zero_grad()
-        F.cross_entropy(ref(x), y).backward()
-        for k, m in mask.items():
-            named[k].grad.mul_(m)
-        opt.step()
-        with torch.no_grad():
-            for k, m in mask.items():
-                named[k].mul_(m)
+    ref, opt, _ = train_reference(
+        model, lambda ps: torch.optim.Adam(ps, lr=0.01, weight_decay=0.01), mask, batches
+    )
     translated = optim.from_torch(opt)
     step = make_train_step(model, translated, compile=False)
     got, _, _ = run(step, p0, translated.init(p0), mask, batches, [0.01] * len(batches))
