@@ -250,15 +250,15 @@ def ltfunc_runner(
     params = ltfunc.get_params(model)
     if mask is not None:
         params = ltfunc.masks.apply(mask, params)
-    state = {"params": params, "opt": opt.init(params)}
     train_step = make_train_step(model, opt, compile=compile)
+    state = {"state": train_step.init(params)}
     lr = torch.tensor(HPARAMS[optimizer]["lr"], device=device)
 
     def step(x: Tensor, y: Tensor) -> Tensor:
-        state["params"], state["opt"], metrics = train_step(state["params"], state["opt"], mask, (x, y), lr)
+        state["state"], metrics = train_step(state["state"], mask, (x, y), lr)  # the state fed back
         return metrics["loss"]
 
-    return Runner(step, lambda: dict(state["params"]), device_sync(device))
+    return Runner(step, lambda: dict(state["state"].params), device_sync(device))
 
 
 # ---------------------------------------------------------------- the floor

@@ -9,9 +9,9 @@ Steps 1-4 of the facade examples in one script, side by side with their ``Lotter
 4. retrain the same mask from a fresh random init         (prune_train_mnist_random.py)
 
 Nothing here mutates a module: weights are ``{name: tensor}`` dicts, masks immutable
-``ltfunc.Mask`` pytrees, training is ``ltfunc.ticket.train_round`` (``ltfunc.train.fit`` over
-on-device batches from ``ltfunc.data``). Masks and weights are saved as safetensors in
-``OUT/functional/``. (``ltfunc.ticket.imp`` / the ``ltfunc imp`` command run Frankle & Carbin's
+``ltfunc.Mask`` pytrees, training is ``ltfunc.train_round`` (``ltfunc.fit`` over on-device
+batches from ``ltfunc.data``). Masks and weights are saved as safetensors in
+``OUT/functional/``. (``ltfunc.imp`` / the ``ltfunc imp`` command run Frankle & Carbin's
 IMP with baselines and resumable run folders; this script mirrors the seed's schedule.)
 
 Run: ``python examples/functional_imp.py [--iterations 8000] [--prune-itr 4]``.
@@ -23,7 +23,7 @@ import torch
 from _common import default_data_root
 
 import ltfunc
-from ltfunc import Rates, data, masks, optim, prune, step, ticket
+from ltfunc import Rates, Weights, data, masks, optim, prune, ticket
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -51,24 +51,23 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     ds = data.load_dataset("mnist", args.data_root, device=args.device)
     model = ltfunc.models.lenet300(seed=args.seed).to(args.device)  # only the architecture is used
-    theta0 = ltfunc.get_params(model)
+    theta0 = Weights.of(model)  # params (and buffers, none here)
     opt = optim.adam(lr=args.lr)
-    train_step = step.make_train_step(model, opt, compile=not args.no_compile)  # made once, reused
-    trainer = ticket.make_trainer(
+    train_step = ltfunc.make_train_step(model, opt, compile=not args.no_compile)  # made once, reused
+    trainer = ltfunc.make_trainer(
         train_step,
-        opt,
         ds.train,
         iterations=args.iterations,
         batch_size=args.batch_size,
         lr=args.lr,
         data_seed=args.seed,
         eval_every=args.eval_every,
-        evaluate=ticket.make_evaluator(model, {"test": ds.test}),
+        evaluate=ltfunc.make_evaluator(model, {"test": ds.test}),
     )
-    dense_mask = masks.ones(theta0)
+    dense_mask = masks.ones(theta0.params)
 
-    def train(start: dict[str, torch.Tensor], mask: ltfunc.Mask, name: str) -> ticket.RoundTraining:
-        run = ticket.train_round(trainer, start, mask)
+    def train(start: Weights, mask: ltfunc.Mask, name: str) -> ltfunc.trainer.RoundTraining:
+        run = ltfunc.train_round(trainer, start, mask)
         for r in run.history:
             print(
                 f"[{name}] itr {r['iteration']}: train_loss={r['train_loss']:.4f} "
@@ -78,29 +77,29 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     # 1. dense training                                   LT.train_on_batch(...) in a loop
     dense = train(theta0, dense_mask, "dense")
-    ltfunc.save_tree(theta0, out / "init.safetensors")
-    ltfunc.save_tree(dense.final, out / "trained.safetensors")
+    ltfunc.save_tree(theta0.params, out / "init.safetensors")
+    ltfunc.save_tree(dense.final.params, out / "trained.safetensors")
 
     # 2a. one-shot magnitude pruning                      LT.get_masks_by_single_shot(0, p, mode)
     fc_only = Rates(conv=0.0, fc=args.prune_percent)
-    single = prune.magnitude(dense.final, dense_mask, sparsity=fc_only, scope=args.mode)
+    single = prune.magnitude(dense.final.params, dense_mask, sparsity=fc_only, scope=args.mode)
     masks.save(single, out / f"masks_{args.prune_percent}_{args.mode}_1.safetensors")
 
     # 2b. iterative pruning: prune to k·p/n, reset to θ0, retrain, repeat
     #     LT.get_masks_by_iteration(n, 0, p / n, loader, itrs, mode)
     per_round = args.prune_percent / args.prune_itr
-    mask, trained = dense_mask, dense.final
+    mask, trained = dense_mask, dense.final.params
     for k in range(1, args.prune_itr + 1):
         mask = prune.magnitude(trained, mask, sparsity=Rates(conv=0.0, fc=k * per_round), scope=args.mode)
         if k < args.prune_itr:
-            trained = train(ticket.reset_to(theta0, mask), mask, f"round {k + 1}").final
+            trained = train(ltfunc.reset_to(theta0, mask), mask, f"round {k + 1}").final.params
     iterative = mask
     masks.save(iterative, out / f"masks_{args.prune_percent}_{args.mode}_{args.prune_itr}.safetensors")
 
     # 3. the ticket: survivors reset to θ0               LT.set_masks(masks).train_init(); train loop
     results = {"dense": dense.history[-1]["test_accuracy"]}
     for name, m in (("ticket (single-shot)", single), (f"ticket ({args.prune_itr} rounds)", iterative)):
-        results[name] = train(ticket.reset_to(theta0, m), m, name).history[-1]["test_accuracy"]
+        results[name] = train(ltfunc.reset_to(theta0, m), m, name).history[-1]["test_accuracy"]
 
     # 4. the control: same mask, fresh random init        LotteryTicket(..., new init_weights, masks)
     _, reinit_start = ticket.baseline_start("reinit", single, theta0, model=model, seed=args.reinit_seed)
@@ -110,7 +109,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     print(f"\n{'condition':32s} {'weights left':>12s} {'test acc':>9s}")
     density = {"dense": 1.0}
-    density.update({k: (iterative if "rounds" in k else single).density() for k in results if k != "dense"})
+    density.update(
+        {k: masks.density(iterative if "rounds" in k else single) for k in results if k != "dense"}
+    )
     for name, acc in results.items():
         print(f"{name:32s} {density[name]:12.1%} {acc:9.4f}")
     return results

@@ -5,7 +5,7 @@ One short round of the lottery-ticket procedure on real MNIST with LeNet-300-100
 1. train the dense network briefly (Adam, ltfunc's masked training step);
 2. prune the smallest-magnitude weights of each layer (80% by default);
 3. reset the survivors to their initial values and retrain the sparse network briefly;
-4. evaluate the ticket on the test set in PyTorch (``ltfunc.step.evaluate``), export the
+4. evaluate the ticket on the test set in PyTorch (``ltfunc.evaluate``), export the
    params and the mask to JAX through DLPack (``ltfunc.interop.jax``) and evaluate it there
    with the pure JAX forward pass; both must count the same number of correct predictions.
 
@@ -28,11 +28,10 @@ import numpy as np
 import torch
 
 import ltfunc
-from ltfunc import masks
+from ltfunc import evaluate, make_train_step, masks
 from ltfunc.data import Split, batches, load_dataset
 from ltfunc.interop import jax as lj
 from ltfunc.optim import adam
-from ltfunc.step import evaluate, make_train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,12 +60,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def train(step, params, mask, split, iterations: int, args: argparse.Namespace, seed: int):
     """``iterations`` masked Adam steps from ``params``; returns the trained params."""
-    opt_state = adam(lr=args.lr).init(params)
+    state = step.init(params)  # a fresh Adam state
     lr = torch.tensor(args.lr)
     data = batches(split, args.batch_size, seed=seed)
     for _ in range(iterations):
-        params, opt_state, _ = step(params, opt_state, mask, next(data), lr)
-    return params
+        state, _ = step(state, mask, next(data), lr)
+    return state.params
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -88,7 +88,7 @@ def retrain(
         model, args.device, optimizer, criterion, init_weights, masks, compile=not args.no_compile
     )
     LT.train_init()  # survivors <- init weights, pruned weights <- 0, fresh optimizer state
-    print(f"[{tag}] training {what}: {LT.masks.density():.1%} of the prunable weights remain")
+    print(f"[{tag}] training {what}: {ltfunc.masks.density(LT.masks):.1%} of the prunable weights remain")
 
     test_acc = train_loop(LT, train_loader, test_loader, args.train_itrs, args.eval_itrs, args.out, tag)
     print(f"[{tag}] final test accuracy {test_acc:.4f}")

@@ -1,68 +1,110 @@
 """ltfunc: functional lottery-ticket research on PyTorch.
 
-Models become parameter pytrees, masks are immutable pytrees of bool tensors produced by pure
-pruning functions, and training is one compiled masked step. ``ltfunc.interop`` (JAX, torch
-prune buffers) and ``ltfunc.plot`` (matplotlib) are imported on demand.
+A model becomes a parameter pytree (:mod:`ltfunc.params`), a mask is an immutable pytree of
+bool tensors (:class:`Mask`) made by pure pruning functions (:mod:`ltfunc.prune`), and training
+is one compiled masked step (:func:`make_train_step`) driven by :func:`fit` and scored by
+:func:`evaluate`. On top sit the IMP toolkit (:func:`imp`, :func:`reset_to`, :func:`next_mask`,
+the round functions and :class:`Trainer`), resumable experiments (:func:`run_imp` with an
+:class:`ImpConfig`, run directories owned by :mod:`ltfunc.rundir`) and the seed-compatible
+:class:`LotteryTicket` facade. ``docs/design.md`` has the module map.
+
+The reporting and plotting modules (``ltfunc.report``, ``ltfunc.plot``: matplotlib), the
+interop (``ltfunc.interop``: JAX, ``torch.nn.utils.prune``) and the paper studies
+(``ltfunc.studies``) are imported on first use (``ltfunc.plot`` works without an import line).
 """
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
-from . import data as data
-from . import experiment as experiment
-from . import interop as interop
-from . import lottery as lottery
-from . import masks as masks
-from . import models as models
-from . import optim as optim
-from . import params as params
-from . import prune as prune
-from . import report as report
-from . import reproduce as reproduce
-from . import step as step
-from . import ticket as ticket
-from . import train as train
-from .data import DATASETS as DATASETS
-from .data import Dataset as Dataset
-from .data import Split as Split
-from .data import batches as batches
-from .data import load_dataset as load_dataset
-from .experiment import ImpConfig as ImpConfig
-from .experiment import RunResult as RunResult
-from .experiment import load_round as load_round
-from .experiment import run_imp as run_imp
-from .lottery import LotteryTicket as LotteryTicket
-from .masks import Mask as Mask
-from .optim import Optimizer as Optimizer
-from .optim import adam as adam
-from .optim import adamw as adamw
-from .optim import from_torch as from_torch
-from .optim import momentum as momentum
-from .optim import sgd as sgd
-from .params import call as call
-from .params import get_buffers as get_buffers
-from .params import get_params as get_params
-from .params import load_into as load_into
-from .params import load_tree as load_tree
-from .params import save_tree as save_tree
-from .params import snapshot as snapshot
-from .params import tree_equal as tree_equal
-from .prune import Rates as Rates
-from .step import evaluate as evaluate
-from .step import make_eval_step as make_eval_step
-from .step import make_train_step as make_train_step
-from .ticket import RoundResult as RoundResult
-from .ticket import Trainer as Trainer
-from .ticket import baseline_round as baseline_round
-from .ticket import dense_round as dense_round
-from .ticket import imp as imp
-from .ticket import imp_round as imp_round
-from .ticket import make_evaluator as make_evaluator
-from .ticket import make_trainer as make_trainer
-from .ticket import next_mask as next_mask
-from .ticket import reset_to as reset_to
-from .ticket import train_round as train_round
-from .train import TrainState as TrainState
-from .train import fit as fit
+from . import data, masks, models, optim, params, prune
+from .config import ImpConfig
+from .data import Dataset, Split, batches, load_dataset
+from .evaluation import evaluate
+from .experiment import RunResult, run_imp
+from .lottery import LotteryTicket
+from .masks import Mask
+from .optim import Optimizer
+from .params import call, get_buffers, get_params, load_into, load_tree, save_tree, snapshot, tree_equal
+from .prune import Rates
+from .rundir import load_round
+from .step import TrainState, TrainStep, make_train_step
+from .ticket import RoundResult, baseline_round, dense_round, imp, imp_round, next_mask, reset_to
+from .train import fit
+from .trainer import Trainer, Weights, make_evaluator, make_trainer, train_round
+
+__all__ = [
+    "Dataset",
+    "ImpConfig",
+    "LotteryTicket",
+    "Mask",
+    "Optimizer",
+    "Rates",
+    "RoundResult",
+    "RunResult",
+    "Split",
+    "TrainState",
+    "TrainStep",
+    "Trainer",
+    "Weights",
+    "baseline_round",
+    "batches",
+    "call",
+    "data",
+    "dense_round",
+    "evaluate",
+    "fit",
+    "get_buffers",
+    "get_params",
+    "imp",
+    "imp_round",
+    "load_dataset",
+    "load_into",
+    "load_round",
+    "load_tree",
+    "make_evaluator",
+    "make_train_step",
+    "make_trainer",
+    "masks",
+    "models",
+    "next_mask",
+    "optim",
+    "params",
+    "prune",
+    "reset_to",
+    "run_imp",
+    "save_tree",
+    "snapshot",
+    "train_round",
+    "tree_equal",
+]
+
+_LAZY = frozenset(
+    {
+        "cli",
+        "config",
+        "evaluation",
+        "experiment",
+        "interop",
+        "lottery",
+        "plot",
+        "report",
+        "rundir",
+        "step",
+        "studies",
+        "ticket",
+        "train",
+        "trainer",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    # submodules not imported above (plot needs matplotlib, interop may need JAX) load on first use
+    if name in _LAZY:
+        return import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 try:
     __version__ = version("ltfunc")

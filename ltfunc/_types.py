@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -27,4 +27,4 @@ Selection = Callable[[str, Tensor], bool] | list[str] | tuple[str, ...] | set[st
 
 DeviceLike = str | torch.device
 
-__all__ = ["Batch", "Buffers", "DeviceLike", "Grads", "LossFn", "Mapping", "Params", "Selection"]
+__all__ = ["Batch", "Buffers", "DeviceLike", "Grads", "LossFn", "Params", "Selection"]

@@ -1,12 +1,12 @@
 """The ``ltfunc`` command line: ``imp``, ``prune``, ``report``, ``plot`` and ``reproduce``.
 
 ``ltfunc imp`` runs (or resumes) an IMP experiment into ``RUNS_DIR/NAME`` (see
-:func:`ltfunc.experiment.run_imp`), then prints the report table and writes ``plot.png``
+:func:`ltfunc.run_imp`), then prints the report table and writes ``plot.png``
 into the run directory. Options come from, in increasing priority: the defaults of
-:class:`ltfunc.experiment.ImpConfig`, a ``--config`` file (TOML, or JSON), and the flags given
+:class:`ltfunc.ImpConfig`, a ``--config`` file (TOML, or JSON), and the flags given
 on the command line.
 
-``ltfunc reproduce STUDY`` runs a study of :data:`ltfunc.reproduce.STUDIES` at the paper's
+``ltfunc reproduce STUDY`` runs a study of :data:`ltfunc.studies.STUDIES` at the paper's
 settings (every seed in turn, resumable) and writes its CSVs, figures and ``results.md``.
 """
 
@@ -24,12 +24,14 @@ from typing import Any
 import torch
 
 from . import masks, models, params, prune, report
+from .config import ImpConfig
 from .data import DATASETS, ENV_ROOT, load_dataset
-from .experiment import ImpConfig, default_run_name, make_config_trainer, run_imp
+from .experiment import make_config_trainer, run_imp
 from .models import INITS, MODELS
 from .optim import OPTIMIZERS
 from .params import load_tree
-from .ticket import BASELINES, train_round
+from .ticket import BASELINES
+from .trainer import Weights, train_round
 
 __all__ = ["build_parser", "imp_config_from_args", "main"]
 
@@ -249,7 +251,7 @@ def build_parser(*, explicit_only: bool = False) -> argparse.ArgumentParser:
     imp.add_argument(
         "--baselines",
         type=_baselines,
-        default=d(",".join(cfg["baselines"].default)),
+        default=d(",".join(BASELINES)),
         help="comma-separated baselines to train beside the ticket (reinit, random_prune), or none",
     )
     imp.add_argument("--runs-dir", default=d("runs"), help="parent folder of run directories")
@@ -316,7 +318,7 @@ def build_parser(*, explicit_only: bool = False) -> argparse.ArgumentParser:
 
 
 def _add_reproduce_parser(sub: Any) -> None:
-    from .reproduce import STUDIES
+    from .studies import STUDIES
 
     rep = sub.add_parser(
         "reproduce",
@@ -451,7 +453,7 @@ def imp_config_from_args(argv: Sequence[str]) -> tuple[ImpConfig, dict[str, Any]
         elif k in _RUN_KEYS:
             run[k] = v
     config = ImpConfig(**values)
-    name = run["name"] or default_run_name(config)
+    name = run["name"] or config.config_hash()
     options = {
         "run_dir": Path(run["runs_dir"]) / name,
         "data_root": run["data_root"],
@@ -581,13 +583,13 @@ def _train_dense(ns: argparse.Namespace, model: Any, theta: Any, mask: Any) -> A
         else tqdm(total=config.iterations, desc="dense training", unit="it", dynamic_ncols=True)
     )
     try:
-        out = train_round(trainer, theta, mask, progress=bar)
+        out = train_round(trainer, Weights(theta, params.get_buffers(model)), mask, progress=bar)
     finally:
         if bar is not None:
             bar.close()
     last = out.history[-1]
     print(f"trained {config.iterations} iterations: test accuracy {100 * last['test_accuracy']:.2f}%")
-    return out.final
+    return out.final.params
 
 
 def _cmd_report(ns: argparse.Namespace) -> int:
@@ -611,7 +613,7 @@ def _cmd_plot(ns: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(ns: argparse.Namespace) -> int:
-    from .reproduce import get_study, reproduce
+    from .studies import get_study, reproduce
 
     study = get_study(ns.study)  # an unknown name fails here, listing the valid ones
     overrides = {k: getattr(ns, k) for k in ("iterations", "rounds", "eval_every", "val_size")}

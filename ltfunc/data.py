@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from ._errors import check_choice
+from ._checks import check_bool, check_choice, check_device, check_int, check_path, check_rng
 from ._types import Batch, DeviceLike
 
 __all__ = [
@@ -92,33 +92,13 @@ def resolve_root(root: str | os.PathLike[str] | None = None) -> Path:
 
 
 def _resolve_root(func: str, root: Any) -> Path:
-    if root is not None:
-        if not isinstance(root, (str, os.PathLike)):
-            raise TypeError(f"{func}: root must be a str or path, got {type(root).__name__} {root!r}")
-        return Path(root).expanduser()
+    path = check_path(func, "root", root, optional=True)
+    if path is not None:
+        return path.expanduser()
     env = os.environ.get(ENV_ROOT)
     if env:
         return Path(env).expanduser()
     return Path.home() / ".cache" / "ltfunc" / "data"
-
-
-def _check_int(func: str, name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{func}: {name} must be an int, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _check_device(func: str, device: Any) -> torch.device:
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(
-            f"{func}: device must be a str or torch.device, got {type(device).__name__} {device!r}"
-        )
-    try:
-        dev = torch.device(device)
-        torch.empty(0, device=dev)
-    except (RuntimeError, AssertionError) as e:
-        raise ValueError(f"{func}: device={device!r} is not usable here ({e})") from e
-    return dev
 
 
 def _missing_message(name: str, folder: Path, reason: str) -> str:
@@ -207,15 +187,14 @@ def load_dataset(
     """
     func = "load_dataset"
     check_choice(func, "name", name, DATASETS)
-    _check_int(func, "val_size", val_size)
+    check_int(func, "val_size", val_size)
     n_train = TRAIN_SIZE[name]
     if not 0 <= val_size < n_train:
         raise ValueError(f"{func}: val_size must be in [0, {n_train}) for {name}, got {val_size}")
-    if isinstance(split_seed, bool) or not isinstance(split_seed, int):
-        raise TypeError(f"{func}: split_seed must be an int, got {type(split_seed).__name__} {split_seed!r}")
+    check_int(func, "split_seed", split_seed)
     if download is not None and not isinstance(download, bool):
         raise TypeError(f"{func}: download must be None, True or False, got {download!r}")
-    dev = _check_device(func, device)
+    dev = check_device(func, device)
     folder = _resolve_root(func, root) / _SUBDIR[name]
 
     train_raw = _open(name, folder, train=True, download=download)
@@ -241,11 +220,8 @@ def load_dataset(
 def _batch_generator(
     func: str, device: torch.device, seed: int | None, generator: torch.Generator | None
 ) -> torch.Generator:
+    check_rng(func, seed, generator)
     if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"{func}: generator must be a torch.Generator, got {type(generator).__name__}")
-        if seed is not None:
-            raise ValueError(f"{func}: give seed= or generator=, not both")
         if generator.device.type != "cpu" and generator.device != device:
             raise ValueError(
                 f"{func}: generator is on {generator.device} but the split is on {device}; "
@@ -254,8 +230,6 @@ def _batch_generator(
         return generator
     if seed is None:
         seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
-    elif isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"{func}: seed must be an int, got {type(seed).__name__} {seed!r}")
     return torch.Generator().manual_seed(seed)
 
 
@@ -321,9 +295,8 @@ def batches(
     n = int(x.shape[0])
     if n == 0:
         raise ValueError(f"{func}: split is empty")
-    if not isinstance(drop_last, bool):
-        raise TypeError(f"{func}: drop_last must be a bool, got {drop_last!r}")
-    _check_int(func, "batch_size", batch_size)
+    check_bool(func, "drop_last", drop_last)
+    check_int(func, "batch_size", batch_size)
     if drop_last and not 1 <= batch_size <= n:
         raise ValueError(
             f"{func}: batch_size must be in [1, {n}] (the split size; drop_last=True), got {batch_size}"

@@ -30,21 +30,22 @@ the seed.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import masks as _masks
-from ._errors import check_choice, check_fraction
+from ._checks import check_choice, check_fraction, check_int
+from ._flat import FlatState
 from ._types import Batch, Buffers, DeviceLike, LossFn, Params
 from .masks import Mask
 from .optim import Optimizer, adam, from_torch
 from .params import get_buffers
-from .prune import SCOPES, Rates, magnitude
-from .step import FlatState, TrainStep, make_train_step
-from .train import TrainState, fit
+from .prune import SCOPES, Rates, Scope, magnitude
+from .step import TrainState, TrainStep, make_train_step
+from .train import fit
 
 __all__ = ["DEFAULT_LR", "BatchResult", "LotteryTicket"]
 
@@ -97,14 +98,6 @@ def _resolve_device(device: Any) -> torch.device:
     except (RuntimeError, AssertionError) as e:
         raise ValueError(f"{func}: device={device!r} is not usable here ({e})") from e
     return dev
-
-
-def _check_int(func: str, name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{func}: {name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{func}: {name} must be an int >= {minimum}, got {value}")
-    return value
 
 
 def _one_of(func: str, name: str, value: Any, alias: str, alias_value: Any) -> Any:
@@ -164,29 +157,7 @@ class LotteryTicket:
     connected (``fc_prune_percent``), weights with more dimensions as conv kernels
     (``conv_prune_percent``).
 
-    Differences from the seed, where the seed had bugs (everything else behaves the same):
-
-    * ``optimizer=None`` works: Adam with ``lr=DEFAULT_LR`` (1.2e-3, the seed's examples'
-      choice) is used. The seed crashed in its constructor (``None.state_dict()``).
-    * ``criterion=None`` means cross-entropy; the seed crashed at the first step.
-    * A prune percent ``p`` removes exactly ``floor(p * n + 0.5)`` weights (ties broken by
-      position). The seed thresholded with ``|w| <= percentile(|w|, 100 p)``, so ``p = 0``
-      still pruned the smallest weight (and every weight tied with a threshold).
-    * Masks cover exactly the weights of Linear and Conv modules. The seed chose by name and
-      shape (``"weight"`` in the name, 2-D or 4-D) and masked the gradient of every parameter
-      whose name contains ``"weight"``, BatchNorm's included (a ``KeyError``, as its masks
-      had no entry for them); BatchNorm/LayerNorm parameters and biases are never masked here.
-    * :meth:`get_masks_by_iteration` trains the *pruned* network between rounds (early seed
-      versions retrained the dense one: they reset with their stored all-ones masks), trains
-      exactly ``train_itrs`` batches per round (the seed finished every started epoch), and
-      leaves the model, the masks and the optimizer state as they were on entry (the seed
-      left the last round's retrained weights in the model).
-    * :meth:`train_on_batch` zeroes the masked gradients *and* re-applies the mask after the
-      update, so pruned weights stay exactly 0 whatever the optimizer (weight decay,
-      momentum) and even without a preceding :meth:`train_init`.
-    * :meth:`eval_all` averages the loss over examples (the seed averaged per-batch means,
-      biased when the last batch is smaller), restores the model's train/eval mode afterwards
-      and raises on an empty loader instead of a ``NameError``.
+    Where the facade differs from the seed (only where the seed had bugs): ``docs/migrating.md``.
 
     Args:
         model: The network (``nn.Module``); trained in place. It is moved to ``device``.
@@ -303,24 +274,18 @@ class LotteryTicket:
             )
 
     def _make_step(self) -> TrainStep:
-        # The model's own buffers (not copies) as the step's defaults; every step is given
-        # the model's current buffers explicitly (``_buffers``) and its new buffers are
-        # copied back into the model (``_commit``).
-        return make_train_step(
-            self.model,
-            self.functional_optimizer,
-            self.criterion,
-            compile=self._compile,
-            buffers=get_buffers(self.model, copy=False),
-        )
+        # Every step is given the model's current buffers (``_buffers``; ``{}`` without any,
+        # known here once) and its new buffers are copied back into the model (``_commit``).
+        self._has_buffers = any(True for _ in self.model.buffers())
+        return make_train_step(self.model, self.functional_optimizer, self.criterion, compile=self._compile)
 
     def _params(self) -> Params:
         """The module's parameters as detached tensors that share its storage."""
         return {name: p.detach() for name, p in self.model.named_parameters()}
 
-    def _buffers(self) -> Buffers | None:
-        """The model's buffers as detached tensors sharing its storage; ``None`` if it has none."""
-        return get_buffers(self.model, copy=False) if self._step.buffers else None
+    def _buffers(self) -> Buffers:
+        """The model's buffers as detached tensors sharing its storage; ``{}`` if it has none."""
+        return get_buffers(self.model, copy=False) if self._has_buffers else {}
 
     def _signature(self) -> tuple[tuple[int, int], ...]:
         return tuple((p._version, p.data_ptr()) for p in self.model.parameters())
@@ -334,11 +299,12 @@ class LotteryTicket:
 
     def _flat_state(self) -> FlatState:
         """The step's flat state for the model's current parameters."""
-        if self._flat is None:
-            self._flat = self._step.pack(self._params())  # fresh optimizer state
+        step = self._step
+        if self._flat is None:  # a fresh optimizer state
+            self._flat = step._pack(step.init(self._params(), buffers=self._buffers()))
         elif self._signature() != self._synced:
-            _, opt_state = self._step.unpack(self._flat)
-            self._flat = self._step.pack(self._params(), opt_state)
+            opt_state = step._unpack(self._flat, 0).opt_state
+            self._flat = step._pack(TrainState(self._params(), opt_state, 0, self._buffers()))
         return self._flat
 
     def _commit(self, state: FlatState) -> None:
@@ -351,7 +317,7 @@ class LotteryTicket:
                 buffers = dict(self.model.named_buffers())
                 torch._foreach_copy_([buffers[n] for n in state.buffers], list(state.buffers.values()))
         # the model now holds the buffers: the next step reads them from there
-        self._flat = state._replace(buffers=None)
+        self._flat = state._replace(buffers={})
         self._synced = self._signature()
 
     def _reset_optimizer_state(self) -> None:
@@ -414,7 +380,7 @@ class LotteryTicket:
             >>> import ltfunc
             >>> from ltfunc.lottery import LotteryTicket
             >>> LT = LotteryTicket(ltfunc.models.lenet300(), "cpu", compile=False)
-            >>> LT.set_masks(LT.get_masks_by_single_shot(0.0, 0.5, "global")).masks.density()
+            >>> ltfunc.masks.density(LT.set_masks(LT.get_masks_by_single_shot(0.0, 0.5, "global")).masks)
             0.5
         """
         self._masks = self._as_mask("set_masks", masks)
@@ -574,9 +540,9 @@ class LotteryTicket:
         """
         func = "get_masks_by_single_shot"
         conv, fc = self._rates(func, conv_prune_percent, fc_prune_percent)
-        check_choice(func, "mode", mode, SCOPES)
+        scope = cast(Scope, check_choice(func, "mode", mode, SCOPES))
         params = self._params()
-        return magnitude(params, _masks.ones(self.model), rate=Rates(conv=conv, fc=fc), scope=mode)
+        return magnitude(params, _masks.ones(self.model), rate=Rates(conv=conv, fc=fc), scope=scope)
 
     def get_masks_by_iteration(
         self,
@@ -630,7 +596,7 @@ class LotteryTicket:
             >>> loader = [(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,)))]
             >>> LT = LotteryTicket(model, "cpu", compile=False).set_init_weights(init)
             >>> m = LT.get_masks_by_iteration(2, 0.0, 0.25, loader, 2, "layer")
-            >>> round(1 - m.density(), 2)
+            >>> round(1 - ltfunc.masks.density(m), 2)
             0.5
         """
         func = "get_masks_by_iteration"
@@ -641,7 +607,7 @@ class LotteryTicket:
         ):
             if value is None:
                 raise TypeError(f"{func}: missing argument {name}")
-        _check_int(func, "prune_itr", prune_itr, 1)
+        check_int(func, "prune_itr", prune_itr, 1)
         conv, fc = self._rates(func, conv_prune_percent, fc_prune_percent)
         for name, p in (("conv_prune_percent", conv), ("fc_prune_percent", fc)):
             if prune_itr * p >= 1.0:
@@ -649,10 +615,10 @@ class LotteryTicket:
                     f"{func}: prune_itr * {name} = {prune_itr} * {p} = {prune_itr * p:g} must be < 1 "
                     "(the percents are per round and add up)"
                 )
-        check_choice(func, "mode", mode, SCOPES)
+        scope = cast(Scope, check_choice(func, "mode", mode, SCOPES))
         if prune_itr > 1:
             train_itrs = _one_of(func, "train_itrs", train_itrs, "train_iter", train_iter)
-            _check_int(func, "train_itrs", train_itrs, 1)
+            check_int(func, "train_itrs", train_itrs, 1)
             _check_loader(func, train_loader, "train_loader")
             if self.init_weights is None:
                 raise ValueError(
@@ -661,10 +627,11 @@ class LotteryTicket:
                 )
 
         mask = magnitude(
-            self._params(), _masks.ones(self.model), sparsity=Rates(conv=conv, fc=fc), scope=mode
+            self._params(), _masks.ones(self.model), sparsity=Rates(conv=conv, fc=fc), scope=scope
         )
         if prune_itr == 1:
             return mask
+        assert train_loader is not None and train_itrs is not None  # checked above (prune_itr > 1)
         saved_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         saved = (self._masks, self._flat, self._synced, self.model.training)
         try:
@@ -673,7 +640,7 @@ class LotteryTicket:
                 self.train_init()
                 self._train_batches(func, train_loader, train_itrs)
                 target = Rates(conv=k * conv, fc=k * fc)
-                mask = magnitude(self._params(), mask, sparsity=target, scope=mode)
+                mask = magnitude(self._params(), mask, sparsity=target, scope=scope)
         finally:
             self.model.load_state_dict(saved_state)  # changes the signature: params re-read
             self._masks, self._flat, self._synced, was_training = saved
@@ -818,7 +785,7 @@ class LotteryTicket:
         """
         batch = self._to_device("train_on_batch", inputs, targets)
         flat = self._flat_state()._replace(buffers=self._buffers())
-        state, metrics = self._step.flat_step(flat, self._masks, batch, self._current_lr())
+        state, metrics = self._step._flat_step(flat, self._masks, batch, self._current_lr())
         self._commit(state)
         n = int(batch[1].shape[0])
         if not sync:
@@ -840,11 +807,10 @@ class LotteryTicket:
         was_training = self.model.training
         self.model.train()
         try:
-            params, opt_state = self._step.unpack(self._flat_state())
+            state = self._step._unpack(self._flat_state(), 0)._replace(buffers=self._buffers())
             batches = self._device_batches(func, loader)
-            state = TrainState(params, opt_state, 0, self._buffers())
             state = fit(self._step, state, self._masks, batches, iterations, lr=self._current_lr())
-            self._commit(self._step.pack(state.params, state.opt_state, state.buffers))
+            self._commit(self._step._pack(state))  # fit's own result: no copy
         finally:
             self.model.train(was_training)
 
@@ -872,7 +838,7 @@ class LotteryTicket:
             True
         """
         func = "train_all"
-        _check_int(func, "train_itrs", train_itrs, 1)
+        check_int(func, "train_itrs", train_itrs, 1)
         _check_loader(func, train_loader, "train_loader")
         self._train_batches(func, train_loader, train_itrs)
         return self

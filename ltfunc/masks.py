@@ -1,8 +1,16 @@
-"""Immutable masks: a pytree of bool tensors keyed like the prunable parameters."""
+"""Immutable masks: a pytree of bool tensors keyed like the prunable parameters.
+
+One spelling per operation: the module functions :func:`density` / :func:`sparsity` /
+:func:`counts` measure a mask (the methods ``Mask.density()`` / ``Mask.sparsity()`` are
+deprecated aliases), and :func:`ltfunc.params.tree_equal` compares masks like any other
+pytree (same keys in the same order, equal tensors); ``mask_a == mask_b`` is that same
+comparison, and ``Mask.equal`` is a deprecated alias.
+"""
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -10,9 +18,9 @@ import optree
 import torch
 from torch import Tensor, nn
 
-from ._errors import check_fits
+from ._checks import check_mask, check_mask_fits, check_path
 from ._types import Params, Selection
-from .params import load_tree, read_metadata, save_tree
+from .params import _save_tree, load_tree, read_metadata, tree_equal
 
 __all__ = [
     "LayerCount",
@@ -56,11 +64,17 @@ class Mask(Mapping[str, Tensor]):
     every operation that changes a mask returns a new one. Pruning functions never write
     into the tensors of an existing mask; do not mutate them in place yourself.
 
+    ``a == b`` for two masks is :func:`ltfunc.params.tree_equal` (same keys in the same
+    order, same shapes and values); a mask never equals a plain dict. Measure a mask with
+    the module functions :func:`density`, :func:`sparsity` and :func:`counts`.
+
     Example:
         >>> import ltfunc
         >>> m = ltfunc.masks.ones(ltfunc.models.lenet300())
-        >>> m["fc1.weight"].shape, m.density()
+        >>> m["fc1.weight"].shape, ltfunc.masks.density(m)
         (torch.Size([300, 784]), 1.0)
+        >>> m == ltfunc.masks.ones(ltfunc.models.lenet300())
+        True
     """
 
     __slots__ = ("_data",)
@@ -114,21 +128,21 @@ class Mask(Mapping[str, Tensor]):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Mask):
             return NotImplemented
-        return self.equal(other)
+        return tree_equal(self, other)
 
     __hash__ = None  # type: ignore[assignment]
 
     def equal(self, other: Mask) -> bool:
-        """True when both masks have the same keys (same order), shapes and values."""
-        if list(self._data) != list(other._data):
-            return False
-        return all(
-            a.shape == b.shape and torch.equal(a.cpu(), b.cpu())
-            for a, b in zip(self._data.values(), other._data.values(), strict=False)
+        """Deprecated alias of ``ltfunc.tree_equal(self, other)`` (also ``self == other``)."""
+        warnings.warn(
+            "Mask.equal(other) is deprecated; use ltfunc.tree_equal(mask, other) (or mask == other)",
+            DeprecationWarning,
+            stacklevel=2,
         )
+        return tree_equal(self, other)
 
     def __repr__(self) -> str:
-        c = counts(self)
+        c = _counts(self)
         total = c.pop("__all__")
         return f"Mask({len(self)} tensors, density={total.density:.4f}, kept={total.kept}/{total.total})"
 
@@ -142,12 +156,18 @@ class Mask(Mapping[str, Tensor]):
         return Mask({k: v.to(device) for k, v in self._data.items()})
 
     def density(self) -> float:
-        """Fraction of weights kept, over all tensors."""
-        return density(self)
+        """Deprecated alias of :func:`ltfunc.masks.density` (``masks.density(mask)``)."""
+        warnings.warn(
+            "Mask.density() is deprecated; use ltfunc.masks.density(mask)", DeprecationWarning, stacklevel=2
+        )
+        return _density(self)
 
     def sparsity(self) -> float:
-        """Fraction of weights pruned, over all tensors."""
-        return sparsity(self)
+        """Deprecated alias of :func:`ltfunc.masks.sparsity` (``masks.sparsity(mask)``)."""
+        warnings.warn(
+            "Mask.sparsity() is deprecated; use ltfunc.masks.sparsity(mask)", DeprecationWarning, stacklevel=2
+        )
+        return 1.0 - _density(self)
 
 
 def _flatten(m: Mask) -> tuple[tuple[Tensor, ...], tuple[str, ...], tuple[str, ...]]:
@@ -165,7 +185,7 @@ def _unflatten(keys: tuple[str, ...], children: Any) -> Mask:
 optree.register_pytree_node(
     Mask,
     _flatten,  # type: ignore[arg-type]
-    _unflatten,
+    _unflatten,  # type: ignore[arg-type]
     path_entry_type=optree.MappingEntry,
     namespace=getattr(optree.registry, "__GLOBAL_NAMESPACE"),
 )
@@ -294,7 +314,7 @@ def from_dict(data: Mapping[str, Any]) -> Mask:
 
     Example:
         >>> import ltfunc
-        >>> ltfunc.masks.from_dict({"w": [[1, 0], [0, 1]]}).density()
+        >>> ltfunc.masks.density(ltfunc.masks.from_dict({"w": [[1, 0], [0, 1]]}))
         0.5
     """
     if not isinstance(data, Mapping):
@@ -325,8 +345,7 @@ def check_compatible(mask: Any, params: Any, func: str = "check_compatible") -> 
         >>> m = ltfunc.models.lenet300(); p = ltfunc.get_params(m)
         >>> ltfunc.masks.check_compatible(ltfunc.masks.ones(p), p)
     """
-    if not isinstance(mask, Mask):
-        raise TypeError(f"{func}: mask must be an ltfunc Mask, got {type(mask).__name__}")
+    check_mask(func, "mask", mask)
     if not isinstance(params, Mapping):
         raise TypeError(f"{func}: params must be a dict of tensors, got {type(params).__name__}")
     for k, m in mask.items():
@@ -335,7 +354,7 @@ def check_compatible(mask: Any, params: Any, func: str = "check_compatible") -> 
             raise TypeError(f"{func}: mask[{k!r}] must be a bool tensor, got {got}")
         if k in params and not isinstance(params[k], Tensor):
             raise TypeError(f"{func}: params[{k!r}] must be a tensor, got {type(params[k]).__name__}")
-    check_fits(func, "mask", mask, params)
+    check_mask_fits(func, "mask", mask, params)
     for k, m in mask.items():
         if m.device != params[k].device:
             raise ValueError(
@@ -366,6 +385,11 @@ def apply(mask: Mask, params: Mapping[str, Tensor]) -> Params:
         tensor([3., 0.])
     """
     check_compatible(mask, params, "apply")
+    return _apply(mask, params)
+
+
+def _apply(mask: Mask, params: Mapping[str, Tensor]) -> Params:
+    """:func:`apply` without the checks: for callers that have validated ``mask`` and ``params``."""
     return {k: (torch.where(mask[k], v, v.new_zeros(())) if k in mask else v) for k, v in params.items()}
 
 
@@ -389,9 +413,8 @@ def intersect(a: Mask, b: Mask) -> Mask:
         >>> ltfunc.masks.intersect(a, b)["w"]
         tensor([False,  True, False])
     """
-    for name, m in (("a", a), ("b", b)):
-        if not isinstance(m, Mask):
-            raise TypeError(f"intersect: {name} must be a Mask, got {type(m).__name__}")
+    check_mask("intersect", "a", a)
+    check_mask("intersect", "b", b)
     if list(a) != list(b):
         raise ValueError(f"intersect: masks have different keys: {list(a)} vs {list(b)}")
     for k in a:
@@ -419,11 +442,18 @@ def counts(mask: Mask) -> dict[str, LayerCount]:
         >>> ltfunc.masks.counts(ltfunc.masks.from_dict({"w": [1, 0, 1]}))["w"]
         LayerCount(kept=2, total=3)
     """
-    if not isinstance(mask, Mask):
-        raise TypeError(f"counts: mask must be a Mask, got {type(mask).__name__}")
+    check_mask("counts", "mask", mask)
+    return _counts(mask)
+
+
+def _counts(mask: Mask) -> dict[str, LayerCount]:
     out = {k: LayerCount(int(v.sum()), v.numel()) for k, v in mask.items()}
     out["__all__"] = LayerCount(sum(c.kept for c in out.values()), sum(c.total for c in out.values()))
     return out
+
+
+def _density(mask: Mask) -> float:
+    return _counts(mask)["__all__"].density
 
 
 def density(mask: Mask) -> float:
@@ -443,7 +473,8 @@ def density(mask: Mask) -> float:
         >>> ltfunc.masks.density(ltfunc.masks.from_dict({"w": [1, 0, 0, 0]}))
         0.25
     """
-    return counts(mask)["__all__"].density
+    check_mask("density", "mask", mask)
+    return _density(mask)
 
 
 def sparsity(mask: Mask) -> float:
@@ -463,7 +494,8 @@ def sparsity(mask: Mask) -> float:
         >>> ltfunc.masks.sparsity(ltfunc.masks.from_dict({"w": [1, 0, 0, 0]}))
         0.75
     """
-    return 1.0 - density(mask)
+    check_mask("sparsity", "mask", mask)
+    return 1.0 - _density(mask)
 
 
 def save(mask: Mask, path: str | os.PathLike[str]) -> None:
@@ -474,7 +506,7 @@ def save(mask: Mask, path: str | os.PathLike[str]) -> None:
         path: Destination file.
 
     Raises:
-        TypeError: If ``mask`` is not a Mask.
+        TypeError: If ``mask`` is not a Mask, or ``path`` not a ``str`` or path.
 
     Example:
         >>> import ltfunc, tempfile, os
@@ -483,9 +515,9 @@ def save(mask: Mask, path: str | os.PathLike[str]) -> None:
         >>> ltfunc.masks.load(f) == m
         True
     """
-    if not isinstance(mask, Mask):
-        raise TypeError(f"save: mask must be a Mask, got {type(mask).__name__}")
-    save_tree(dict(mask.items()), path, metadata={"ltfunc.kind": "mask"})
+    check_mask("save", "mask", mask)
+    check_path("save", "path", path)
+    _save_tree(dict(mask.items()), path, metadata={"ltfunc.kind": "mask"})
 
 
 def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Mask:

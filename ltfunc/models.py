@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
-from ._errors import check_choice
+from ._checks import check_choice, check_module, check_seed
 from ._types import Params
 
 __all__ = ["MODELS", "Conv2", "LeNet300", "build", "conv2", "init_params", "lenet300"]
@@ -149,10 +149,8 @@ def conv2(init: str = "glorot_normal", seed: int | None = None) -> Conv2:
 
 
 def _seeded(func: str, make: Callable[[], _M], seed: int | None) -> _M:
-    if seed is None:
+    if check_seed(func, seed, optional=True) is None:
         return make()
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"{func}: seed must be an int or None, got {type(seed).__name__} {seed!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return make()
@@ -208,19 +206,19 @@ def init_params(model: nn.Module, seed: int) -> Params:
         >>> torch.equal(a["fc1.weight"], b["fc1.weight"])
         True
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"init_params: model must be an nn.Module, got {type(model).__name__}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"init_params: seed must be an int, got {seed!r}")
+    check_module("init_params", "model", model)
+    check_seed("init_params", seed)
     clone = copy.deepcopy(model)
     devices = [p.device.index or 0 for p in clone.parameters() if p.is_cuda][:1]
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         with torch.no_grad():
-            if hasattr(clone, "reset_parameters") and callable(clone.reset_parameters):
-                clone.reset_parameters()
+            reset: Any = getattr(clone, "reset_parameters", None)
+            if callable(reset):
+                reset()
             else:
                 for mod in clone.modules():
-                    if mod is not clone and hasattr(mod, "reset_parameters"):
-                        mod.reset_parameters()
+                    sub: Any = getattr(mod, "reset_parameters", None)
+                    if mod is not clone and callable(sub):
+                        sub()
     return {n: p.detach() for n, p in clone.named_parameters()}

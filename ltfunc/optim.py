@@ -13,10 +13,15 @@ which is what lets one ``torch.compile``'d step serve every iteration without re
 
 Numerics follow ``torch.optim`` (single-tensor implementation) step for step:
 
-* :func:`sgd` / :func:`momentum`: ``torch.optim.SGD`` including dampening (not applied on
-  the first step, as in torch), Nesterov and L2 weight decay added to the gradient.
+* :func:`sgd`: ``torch.optim.SGD`` including momentum, dampening (not applied on the first
+  step, as in torch), Nesterov and L2 weight decay added to the gradient.
 * :func:`adam`: ``torch.optim.Adam``; ``weight_decay`` is L2 added to the gradient.
 * :func:`adamw`: ``torch.optim.AdamW``; decoupled decay ``p *= 1 - lr * weight_decay``.
+
+One spelling per operation: ``sgd(..., momentum=0.9)`` is SGD with momentum (the
+function :func:`momentum` is a deprecated alias; the registry name ``"momentum"`` stays so
+that configs and run directories with ``optimizer="momentum"`` keep working), and
+:func:`build` with :data:`OPTIMIZERS` is the one way to make an optimizer by name.
 
 Example:
     >>> import torch, ltfunc
@@ -30,7 +35,7 @@ Example:
 
 from __future__ import annotations
 
-import math
+import warnings
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -38,6 +43,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from ._checks import check_bool, check_choice, check_lr, check_number, check_tree
 from ._types import Grads, Params
 
 __all__ = [
@@ -93,14 +99,14 @@ class Optimizer(NamedTuple):
 class SGDState(NamedTuple):
     """State of plain SGD: only the number of updates taken."""
 
-    count: Tensor
+    count: Tensor  # type: ignore[assignment]  # the field shadows tuple.count
     """0-d ``int64`` tensor: updates taken so far."""
 
 
 class MomentumState(NamedTuple):
     """State of SGD with momentum: the step counter and one momentum buffer per parameter."""
 
-    count: Tensor
+    count: Tensor  # type: ignore[assignment]  # the field shadows tuple.count
     """0-d ``int64`` tensor: updates taken so far."""
     momentum: Params
     """Momentum buffers keyed like the params (zeros after ``init``)."""
@@ -109,7 +115,7 @@ class MomentumState(NamedTuple):
 class AdamState(NamedTuple):
     """State of Adam / AdamW: the step counter and the two moment estimates."""
 
-    count: Tensor
+    count: Tensor  # type: ignore[assignment]  # the field shadows tuple.count
     """0-d ``int64`` tensor: updates taken so far (``step`` in ``torch.optim``)."""
     mu: Params
     """First moment (``exp_avg``) keyed like the params."""
@@ -118,37 +124,17 @@ class AdamState(NamedTuple):
 
 
 # Helpers ------------------------------------------------------------------------------------
-def _check_number(
-    func: str, name: str, value: Any, *, low: float = 0.0, high: float | None = None, open_high: bool = False
-) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{func}: {name} must be a float, got {type(value).__name__} {value!r}")
-    v = float(value)
-    ok = math.isfinite(v) and v >= low
-    if high is not None:
-        ok = ok and (v < high if open_high else v <= high)
-    if not ok:
-        upper = "inf)" if high is None else (f"{high})" if open_high else f"{high}]")
-        raise ValueError(f"{func}: {name} must be a finite number in [{low}, {upper}, got {value!r}")
-    return v
-
-
 def _check_betas(func: str, betas: Any) -> tuple[float, float]:
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise TypeError(f"{func}: betas must be a pair (beta1, beta2), got {betas!r}")
-    b1 = _check_number(func, "betas[0]", betas[0], high=1.0, open_high=True)
-    b2 = _check_number(func, "betas[1]", betas[1], high=1.0, open_high=True)
+    b1 = check_number(func, "betas[0]", betas[0], low=0.0, high=1.0, open_high=True)
+    b2 = check_number(func, "betas[1]", betas[1], low=0.0, high=1.0, open_high=True)
     return b1, b2
 
 
 def _counter(params: Mapping[str, Tensor]) -> Tensor:
     device = next(iter(params.values())).device if params else torch.device("cpu")
     return torch.zeros((), dtype=torch.int64, device=device)
-
-
-def _check_params(func: str, params: Any) -> None:
-    if not isinstance(params, Mapping) or not all(isinstance(v, Tensor) for v in params.values()):
-        raise TypeError(f"{func}: params must be a dict of tensors, got {type(params).__name__}")
 
 
 def _scalars(device: torch.device, *values: Tensor | float) -> tuple[Tensor, ...]:
@@ -209,13 +195,18 @@ def sgd(
         >>> opt.update({"w": torch.tensor([2.0])}, opt.init(p), p, 0.5)[0]["w"]
         tensor([0.])
     """
-    func = "sgd"
-    lr = _check_number(func, "lr", lr)
-    momentum = _check_number(func, "momentum", momentum)
-    dampening = _check_number(func, "dampening", dampening, high=1.0)
-    weight_decay = _check_number(func, "weight_decay", weight_decay)
-    if not isinstance(nesterov, bool):
-        raise TypeError(f"{func}: nesterov must be a bool, got {nesterov!r}")
+    return _sgd("sgd", lr, momentum, dampening, nesterov, weight_decay)
+
+
+def _sgd(func: str, lr: Any, momentum: Any, dampening: Any, nesterov: Any, weight_decay: Any) -> Optimizer:
+    """:func:`sgd` under registry name ``func`` (``"sgd"`` or ``"momentum"``, which needs momentum > 0)."""
+    lr = check_lr(func, lr)
+    momentum = check_number(func, "momentum", momentum, low=0.0)
+    if func == "momentum" and momentum == 0.0:
+        raise ValueError("momentum: momentum must be > 0 (use sgd() for plain SGD), got 0.0")
+    dampening = check_number(func, "dampening", dampening, low=0.0, high=1.0)
+    weight_decay = check_number(func, "weight_decay", weight_decay, low=0.0)
+    check_bool(func, "nesterov", nesterov)
     if nesterov and (momentum <= 0.0 or dampening != 0.0):
         raise ValueError(
             f"{func}: nesterov=True needs momentum > 0 and dampening == 0, "
@@ -239,7 +230,7 @@ def sgd(
     if momentum == 0.0:
 
         def init_plain(params: Params) -> SGDState:
-            _check_params("sgd.init", params)
+            check_tree(f"{func}.init", "params", params)
             return SGDState(count=_counter(params))
 
         def update_plain(grads: Grads, state: SGDState, params: Params, lr: LR) -> tuple[Params, SGDState]:
@@ -247,10 +238,10 @@ def sgd(
             new_params = {k: p - lr * d[k] for k, p in params.items()}
             return new_params, SGDState(count=state.count + 1)
 
-        return Optimizer(init_plain, update_plain, lr, "sgd", hyper)
+        return Optimizer(init_plain, update_plain, lr, func, hyper)
 
     def init_momentum(params: Params) -> MomentumState:
-        _check_params("sgd.init", params)
+        check_tree(f"{func}.init", "params", params)
         return MomentumState(
             count=_counter(params), momentum={k: torch.zeros_like(v) for k, v in params.items()}
         )
@@ -273,7 +264,22 @@ def sgd(
         new_params = {k: p - lr * direction[k] for k, p in params.items()}
         return new_params, MomentumState(count=state.count + 1, momentum=bufs)
 
-    return Optimizer(init_momentum, update_momentum, lr, "sgd", hyper)
+    return Optimizer(init_momentum, update_momentum, lr, func, hyper)
+
+
+def _momentum(
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    dampening: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+) -> Optimizer:
+    """The registry entry ``OPTIMIZERS["momentum"]``: :func:`sgd` with momentum 0.9 by default.
+
+    Kept (without a warning) so that configs and run directories with
+    ``optimizer="momentum"`` still build; new code writes ``sgd(..., momentum=0.9)``.
+    """
+    return _sgd("momentum", lr, momentum, dampening, nesterov, weight_decay)
 
 
 def momentum(
@@ -283,7 +289,10 @@ def momentum(
     nesterov: bool = False,
     weight_decay: float = 0.0,
 ) -> Optimizer:
-    """SGD with momentum (default 0.9): :func:`sgd` under the registry name ``"momentum"``.
+    """Deprecated alias of ``sgd(..., momentum=0.9)``; use :func:`sgd` (or ``build("momentum")``).
+
+    Emits a ``DeprecationWarning`` and returns what ``build("momentum", ...)`` returns:
+    :func:`sgd` with momentum (default 0.9) under the registry name ``"momentum"``.
 
     Args:
         lr: Default learning rate.
@@ -299,29 +308,36 @@ def momentum(
         TypeError, ValueError: As :func:`sgd`; also ``momentum == 0``.
 
     Example:
-        >>> import ltfunc
-        >>> opt = ltfunc.optim.momentum(lr=0.01, nesterov=True)
+        >>> import warnings, ltfunc
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter("ignore", DeprecationWarning)
+        ...     opt = ltfunc.optim.momentum(lr=0.01, nesterov=True)
         >>> opt.name, opt.hyperparams["momentum"], opt.hyperparams["nesterov"]
         ('momentum', 0.9, True)
+        >>> ltfunc.optim.sgd(lr=0.01, momentum=0.9, nesterov=True).hyperparams == opt.hyperparams
+        True
     """
-    m = _check_number("momentum", "momentum", momentum)
-    if m == 0.0:
-        raise ValueError("momentum: momentum must be > 0 (use sgd() for plain SGD), got 0.0")
-    return sgd(lr, m, dampening, nesterov, weight_decay)._replace(name="momentum")
+    warnings.warn(
+        "ltfunc.optim.momentum() is deprecated; use ltfunc.optim.sgd(..., momentum=0.9) "
+        '(or ltfunc.optim.build("momentum", ...) for the registry name)',
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return _sgd("momentum", lr, momentum, dampening, nesterov, weight_decay)
 
 
 # Adam / AdamW -------------------------------------------------------------------------------
 def _adam_like(
     func: str, lr: float, betas: Any, eps: float, weight_decay: float, decoupled: bool
 ) -> Optimizer:
-    lr = _check_number(func, "lr", lr)
+    lr = check_lr(func, lr)
     b1, b2 = _check_betas(func, betas)
-    eps = _check_number(func, "eps", eps)
-    weight_decay = _check_number(func, "weight_decay", weight_decay)
+    eps = check_number(func, "eps", eps, low=0.0)
+    weight_decay = check_number(func, "weight_decay", weight_decay, low=0.0)
     hyper = MappingProxyType({"lr": lr, "betas": (b1, b2), "eps": eps, "weight_decay": weight_decay})
 
     def init(params: Params) -> AdamState:
-        _check_params(f"{func}.init", params)
+        check_tree(f"{func}.init", "params", params)
         return AdamState(
             count=_counter(params),
             mu={k: torch.zeros_like(v) for k, v in params.items()},
@@ -416,19 +432,27 @@ def adamw(
 
 OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
     "sgd": sgd,
-    "momentum": momentum,
+    "momentum": _momentum,
     "adam": adam,
     "adamw": adamw,
 }
-"""Registry of optimizer names (CLI ``--optimizer``) to factories."""
+"""Registry of optimizer names (CLI ``--optimizer``, ``ImpConfig.optimizer``) to factories.
+
+``"momentum"`` is ``sgd`` with momentum 0.9 by default, kept for configs and run directories
+that name it (``config.json`` with ``"optimizer": "momentum"``); it builds without the
+deprecation warning of the function :func:`momentum`.
+"""
 
 
-def build(name: str, **kwargs: Any) -> Optimizer:
-    """Build a registered optimizer by name.
+def build(name: str, **hyperparams: Any) -> Optimizer:
+    """Build a registered optimizer by name: the one constructor by name.
+
+    ``build(opt.name, **opt.hyperparams)`` rebuilds any registry-made optimizer ``opt``
+    (what run configs store).
 
     Args:
-        name: One of ``OPTIMIZERS``.
-        **kwargs: Hyper-parameters for the factory (``lr``, ``momentum``, ``betas``, ...).
+        name: One of :data:`OPTIMIZERS` (``"sgd"``, ``"momentum"``, ``"adam"``, ``"adamw"``).
+        **hyperparams: Keyword arguments of the factory (``lr``, ``momentum``, ``betas``, ...).
 
     Returns:
         The optimizer.
@@ -441,12 +465,12 @@ def build(name: str, **kwargs: Any) -> Optimizer:
         >>> import ltfunc
         >>> ltfunc.optim.build("adamw", lr=3e-4).hyperparams["weight_decay"]
         0.01
+        >>> opt = ltfunc.optim.build("momentum", lr=0.05)  # sgd with momentum 0.9, named "momentum"
+        >>> opt.name, ltfunc.optim.build(opt.name, **opt.hyperparams).hyperparams == opt.hyperparams
+        ('momentum', True)
     """
-    if name not in OPTIMIZERS:
-        raise ValueError(
-            f"build: optimizer {name!r} is not supported. Supported: {', '.join(map(repr, OPTIMIZERS))}"
-        )
-    return OPTIMIZERS[name](**kwargs)
+    check_choice("build", "name", name, tuple(OPTIMIZERS))
+    return OPTIMIZERS[name](**hyperparams)
 
 
 # torch.optim translation --------------------------------------------------------------------

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from ._checks import check_device, check_module, check_path, check_tree
 from ._types import Buffers, Params
 
 __all__ = [
@@ -29,11 +30,6 @@ __all__ = [
     "snapshot",
     "tree_equal",
 ]
-
-
-def _check_module(func: str, model: Any) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{func}: model must be a torch.nn.Module, got {type(model).__name__}")
 
 
 def get_params(model: nn.Module, *, copy: bool = True) -> Params:
@@ -56,7 +52,7 @@ def get_params(model: nn.Module, *, copy: bool = True) -> Params:
         >>> list(p)[:2]
         ['fc1.weight', 'fc1.bias']
     """
-    _check_module("get_params", model)
+    check_module("get_params", "model", model)
     return {name: (p.detach().clone() if copy else p.detach()) for name, p in model.named_parameters()}
 
 
@@ -78,7 +74,7 @@ def get_buffers(model: nn.Module, *, copy: bool = True) -> Buffers:
         >>> ltfunc.get_buffers(ltfunc.models.lenet300())
         {}
     """
-    _check_module("get_buffers", model)
+    check_module("get_buffers", "model", model)
     return {name: (b.detach().clone() if copy else b.detach()) for name, b in model.named_buffers()}
 
 
@@ -103,8 +99,8 @@ def call(
         Whatever ``model.forward`` returns.
 
     Raises:
-        TypeError: If ``model`` is not an ``nn.Module``, or ``params``/``buffers`` not a
-            mapping of names to tensors.
+        TypeError: If ``model`` is not an ``nn.Module``, ``params`` not a dict (mapping) of
+            tensors, or ``buffers`` neither ``None`` nor one.
 
     Example:
         >>> import torch, ltfunc
@@ -112,12 +108,9 @@ def call(
         >>> ltfunc.call(m, ltfunc.get_params(m), torch.zeros(2, 1, 28, 28)).shape
         torch.Size([2, 10])
     """
-    _check_module("call", model)
-    for name, tree in (("params", params), ("buffers", buffers)):
-        if tree is not None and (
-            not isinstance(tree, Mapping) or not all(isinstance(v, Tensor) for v in tree.values())
-        ):
-            raise TypeError(f"call: {name} must be a mapping of names to tensors, got {type(tree).__name__}")
+    check_module("call", "model", model)
+    check_tree("call", "params", params)
+    check_tree("call", "buffers", buffers, optional=True)
     tensors: dict[str, Tensor] = dict(params)
     if buffers:
         tensors.update(buffers)
@@ -172,7 +165,7 @@ def load_into(model: nn.Module, params: Mapping[str, Tensor], *, strict: bool = 
         >>> float(ltfunc.load_into(m, p).fc1.weight.detach().abs().sum())
         0.0
     """
-    _check_module("load_into", model)
+    check_module("load_into", "model", model)
     if not isinstance(params, Mapping):
         raise TypeError(
             f"load_into: params must be a mapping of names to tensors, got {type(params).__name__}"
@@ -180,7 +173,7 @@ def load_into(model: nn.Module, params: Mapping[str, Tensor], *, strict: bool = 
     not_tensors = [k for k, v in params.items() if not isinstance(v, Tensor)]
     if not_tensors:
         raise TypeError(f"load_into: params values must be tensors; not tensors: {not_tensors}")
-    targets = dict(model.named_parameters())
+    targets: dict[str, Tensor] = dict(model.named_parameters())
     targets.update(dict(model.named_buffers()))
     unknown = [k for k in params if k not in targets]
     if unknown:
@@ -207,7 +200,11 @@ def load_into(model: nn.Module, params: Mapping[str, Tensor], *, strict: bool = 
 def tree_equal(a: Any, b: Any) -> bool:
     """True when two pytrees have the same structure and identical tensors.
 
-    Tensors must agree in dtype, shape and every value; NaN equals NaN at the same
+    The one spelling of "same keys and equal tensors" in ltfunc, for params, optimizer
+    states and masks alike (``mask_a == mask_b`` on two :class:`~ltfunc.masks.Mask` objects
+    is this function). Keys are part of the structure: a plain dict's keys as a set (optree
+    sorts them), a ``Mask``'s keys in their order; a ``Mask`` and a plain dict never compare
+    equal. Tensors must agree in dtype, shape and every value; NaN equals NaN at the same
     position (so a snapshot of diverged weights equals itself) and ``0.0`` equals ``-0.0``.
 
     Args:
@@ -221,6 +218,9 @@ def tree_equal(a: Any, b: Any) -> bool:
         >>> import torch, ltfunc
         >>> ltfunc.tree_equal({"a": torch.ones(2)}, {"a": torch.ones(2)})
         True
+        >>> m = ltfunc.masks.from_dict({"w": [1, 0]})
+        >>> ltfunc.tree_equal(m, ltfunc.masks.from_dict({"w": [1, 0]})), ltfunc.tree_equal(m, dict(m))
+        (True, False)
     """
     la, ta = optree.tree_flatten(a, none_is_leaf=True)
     lb, tb = optree.tree_flatten(b, none_is_leaf=True)
@@ -290,7 +290,9 @@ def save_tree(
         metadata: Extra string metadata stored in the header.
 
     Raises:
-        TypeError: If ``tree`` is not a mapping of names to tensors.
+        TypeError: If ``tree`` is not a mapping of str names to tensors, or ``path`` not a
+            ``str`` or path.
+        ValueError: If ``metadata`` uses the reserved key ``"ltfunc.order"``.
 
     Example:
         >>> import torch, ltfunc, tempfile, os
@@ -298,14 +300,22 @@ def save_tree(
         >>> ltfunc.save_tree({"w": torch.ones(2)}, f); ltfunc.load_tree(f)
         {'w': tensor([1., 1.])}
     """
-    if not isinstance(tree, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, Tensor) for k, v in tree.items()
-    ):
-        raise TypeError("save_tree: tree must be a mapping of str names to tensors")
+    check_tree("save_tree", "tree", tree)
+    bad_keys = [k for k in tree if not isinstance(k, str)]
+    if bad_keys:
+        raise TypeError(f"save_tree: tree keys must be str names, got {bad_keys}")
+    check_path("save_tree", "path", path)
+    if metadata and "ltfunc.order" in metadata:
+        raise ValueError("save_tree: metadata key 'ltfunc.order' is reserved (it records the key order)")
+    _save_tree(tree, path, metadata)
+
+
+def _save_tree(
+    tree: Mapping[str, Tensor], path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None
+) -> None:
+    """:func:`save_tree` without the argument checks (``tree`` and ``path`` are trusted)."""
     meta = {"ltfunc.order": json.dumps(list(tree))}
     if metadata:
-        if "ltfunc.order" in metadata:
-            raise ValueError("save_tree: metadata key 'ltfunc.order' is reserved (it records the key order)")
         meta.update({str(k): str(v) for k, v in metadata.items()})
     tensors: dict[str, Tensor] = {}
     seen: set[tuple[str, int]] = set()
@@ -355,29 +365,28 @@ def load_tree(path: str | os.PathLike[str], device: str | torch.device = "cpu") 
         ``{name: tensor}`` in the order it was saved.
 
     Raises:
+        TypeError: If ``path`` is not a ``str`` or path, or ``device`` not a ``str`` or
+            ``torch.device``.
         FileNotFoundError: If ``path`` does not exist.
         ValueError: If the file is not a readable safetensors file (names the file), or
-            ``device`` is not a valid device.
+            ``device`` is not a device usable here.
 
     Example:
         See :func:`save_tree`.
     """
-    path = Path(path)
+    file = check_path("load_tree", "path", path)
+    dev = check_device("load_tree", device)
+    if not file.is_file():
+        raise FileNotFoundError(f"load_tree: no such file: {file}")
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"load_tree: device={device!r} is not a valid torch device ({exc})") from exc
-    if not path.is_file():
-        raise FileNotFoundError(f"load_tree: no such file: {path}")
-    try:
-        tensors = load_file(str(path), device="cpu")
-        meta = read_metadata(path)
+        tensors = load_file(str(file), device="cpu")
+        meta = read_metadata(file)
     except Exception as exc:  # safetensors raises its own error types
-        raise ValueError(f"load_tree: {path} is not a valid safetensors file ({exc})") from exc
+        raise ValueError(f"load_tree: {file} is not a valid safetensors file ({exc})") from exc
     try:
         order = json.loads(meta.get("ltfunc.order", "null")) or sorted(tensors)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"load_tree: {path} has unreadable key-order metadata ({exc})") from exc
+        raise ValueError(f"load_tree: {file} has unreadable key-order metadata ({exc})") from exc
     if not isinstance(order, list) or set(order) != set(tensors) or len(order) != len(tensors):
-        raise ValueError(f"load_tree: {path} has inconsistent key metadata")
+        raise ValueError(f"load_tree: {file} has inconsistent key metadata")
     return {k: tensors[k] if dev.type == "cpu" else tensors[k].to(dev) for k in order}

@@ -20,19 +20,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullLocator
 
+from . import rundir
 from .params import atomic_write_bytes
-from .report import (
-    CONDITIONS,
-    METRICS,
-    PathLike,
-    _aggregate,
-    _as_run_dirs,
-    _check_run_dir,
-    _read_config,
-    _read_json,
-    _round_dirs,
-    _study_key,
-)
+from .report import CONDITIONS, METRICS, PathLike, _aggregate, _as_run_dirs, _study_key
 
 __all__ = [
     "CURVE_METRICS",
@@ -180,7 +170,7 @@ def _plot_vs_weights(
     groups: list[list[Path]] = []
     configs: list[list[dict[str, Any]]] = []
     for p in paths:
-        config = _read_config(func, p)
+        config = rundir.read_config_dict(func, p)
         key = _study_key(config)
         if key not in order:
             order[key] = len(groups)
@@ -325,25 +315,6 @@ def plot_early_stop(
 # training curves
 
 
-def _read_metrics(func: str, path: Path, finished: bool) -> list[dict[str, Any]]:
-    """Parse metrics.jsonl; a truncated last line is tolerated only in an unfinished round."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    out = []
-    for i, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            if not finished and i == len(lines):
-                break  # being written when the run stopped
-            raise ValueError(f"{func}: {str(path)!r} line {i} is not valid JSON ({e})") from e
-        if not isinstance(obj, dict):
-            raise ValueError(f"{func}: {str(path)!r} line {i} must be a JSON object")
-        out.append(obj)
-    return out
-
-
 def _spread(items: Sequence[int], n: int) -> list[int]:
     """At most ``n`` items evenly spread over ``items``, always the first and the last."""
     if len(items) <= n:
@@ -402,8 +373,8 @@ def plot_curves(
     out = _check_out_png(func, out_png)
     _check_metric(func, metric, CURVE_METRICS)
     _check_dpi(func, dpi)
-    path = _check_run_dir(func, run_dir)
-    conditions = _round_dirs(path)
+    path = rundir.open_run(func, run_dir)
+    conditions = rundir.round_dirs(path)
     if condition not in conditions:
         available = ", ".join(conditions) or "none"
         raise ValueError(
@@ -435,10 +406,10 @@ def plot_curves(
     for k in chosen:
         rd = with_metrics[k]
         summary_file = rd / "summary.json"
-        records = _read_metrics(func, rd / "metrics.jsonl", finished=summary_file.is_file())
+        records = rundir.read_metrics(func, rd / "metrics.jsonl", finished=summary_file.is_file())
         pct = None
         if summary_file.is_file():
-            summary = _read_json(func, summary_file)
+            summary = rundir.read_json(func, summary_file)
             if isinstance(summary, Mapping) and isinstance(
                 summary.get("weights_remaining_pct"), (int, float)
             ):

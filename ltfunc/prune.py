@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ._errors import check_choice, check_fraction
+from ._checks import check_choice, check_fraction, check_mask, check_rng
 from .masks import Mask, check_compatible
 
 __all__ = ["Rates", "kept_counts", "layer_kinds", "magnitude", "random", "random_like"]
@@ -243,8 +243,37 @@ def magnitude(
         >>> ltfunc.masks.counts(m)["fc3.weight"]
         LayerCount(kept=900, total=1000)
     """
-    rates, is_target = _validate("magnitude", params, mask, rate, sparsity, scope)
+    return _checked_magnitude("magnitude", params, mask, rate, sparsity, scope)
+
+
+def _magnitude(
+    params: Mapping[str, Tensor],
+    mask: Mask,
+    *,
+    rate: float | Rates | None = None,
+    sparsity: float | Rates | None = None,
+    scope: Scope = "layer",
+) -> Mask:
+    """:func:`magnitude` without the argument checks, for callers that have validated them.
+
+    Only NaN/inf among the surviving weights still raise (a property of the values).
+    """
+    is_target = sparsity is not None
+    frac = sparsity if is_target else rate
+    rates = frac if isinstance(frac, Rates) else Rates(default=float(frac))  # type: ignore[arg-type]
     return _magnitude_select("magnitude", params, mask, _removal_plan(mask, rates, is_target, scope))
+
+
+def _checked_magnitude(
+    func: str,
+    params: Mapping[str, Tensor],
+    mask: Mask,
+    rate: float | Rates | None,
+    sparsity: float | Rates | None,
+    scope: str,
+) -> Mask:
+    rates, is_target = _validate(func, params, mask, rate, sparsity, scope)
+    return _magnitude_select(func, params, mask, _removal_plan(mask, rates, is_target, scope))
 
 
 def kept_counts(
@@ -276,39 +305,24 @@ def kept_counts(
         >>> ltfunc.prune.kept_counts(p, ltfunc.masks.ones(p), rate=0.5)["fc3.weight"]
         500
     """
-    return _kept_counts("kept_counts", params, mask, rate, sparsity, scope)
+    return _kept(_checked_magnitude("kept_counts", params, mask, rate, sparsity, scope))
 
 
-def _kept_counts(
-    func: str,
-    params: Mapping[str, Tensor],
-    mask: Mask,
-    rate: float | Rates | None,
-    sparsity: float | Rates | None,
-    scope: str,
-) -> dict[str, int]:
-    rates, is_target = _validate(func, params, mask, rate, sparsity, scope)
-    new = _magnitude_select(func, params, mask, _removal_plan(mask, rates, is_target, scope))
-    return {k: int(v.sum()) for k, v in new.items()}
+def _kept(mask: Mask) -> dict[str, int]:
+    """Surviving weights per layer."""
+    return {k: int(v.sum()) for k, v in mask.items()}
 
 
 def _generator(func: str, seed: int | None, generator: torch.Generator | None) -> torch.Generator:
-    if generator is not None:
-        if not isinstance(generator, torch.Generator):
-            raise TypeError(f"{func}: generator must be a torch.Generator, got {generator!r}")
-        if seed is not None:
-            raise ValueError(f"{func}: give seed= or generator=, not both")
-        if generator.device.type != "cpu":
-            raise ValueError(
-                f"{func}: generator must be a CPU torch.Generator (the draws happen on the CPU), "
-                f"got one on {generator.device}"
-            )
-        return generator
-    if seed is None:
-        raise ValueError(f"{func}: give seed= (an int) or generator= for reproducibility")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"{func}: seed must be an int, got {seed!r}")
-    return torch.Generator().manual_seed(seed)
+    check_rng(func, seed, generator, required=True)
+    if generator is None:
+        return torch.Generator().manual_seed(seed)  # type: ignore[arg-type]
+    if generator.device.type != "cpu":
+        raise ValueError(
+            f"{func}: generator must be a CPU torch.Generator (the draws happen on the CPU), "
+            f"got one on {generator.device}"
+        )
+    return generator
 
 
 def _random_keep(mask: Mask, within: Mask, kept: Mapping[str, int], gen: torch.Generator) -> Mask:
@@ -365,7 +379,7 @@ def random(
         188160
     """
     gen = _generator("random", seed, generator)
-    kept = _kept_counts("random", params, mask, rate, sparsity, scope)
+    kept = _kept(_checked_magnitude("random", params, mask, rate, sparsity, scope))
     return _random_keep(mask, mask, kept, gen)
 
 
@@ -397,14 +411,11 @@ def random_like(
         >>> int(ltfunc.prune.random_like(ref, seed=0)["w"].sum())
         2
     """
-    if not isinstance(reference, Mask):
-        raise TypeError(f"random_like: reference must be a Mask, got {type(reference).__name__}")
+    check_mask("random_like", "reference", reference)
+    check_mask("random_like", "within", within, optional=True)
     if within is None:
         within = Mask({k: torch.ones_like(v) for k, v in reference.items()})
-    elif not isinstance(within, Mask):
-        raise TypeError(f"random_like: within must be a Mask, got {type(within).__name__}")
     if list(within) != list(reference) or any(within[k].shape != reference[k].shape for k in reference):
         raise ValueError("random_like: within must have the same keys and shapes as reference")
     gen = _generator("random_like", seed, generator)
-    kept = {k: int(v.sum()) for k, v in reference.items()}
-    return _random_keep(reference, within, kept, gen)
+    return _random_keep(reference, within, _kept(reference), gen)

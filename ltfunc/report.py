@@ -17,13 +17,13 @@ import io
 import json
 import math
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import rundir
 from .params import atomic_write_bytes
 from .ticket import CONDITIONS
 
@@ -42,18 +42,8 @@ __all__ = [
 PathLike = str | os.PathLike[str]
 
 
-SUMMARY_FIELDS: tuple[str, ...] = (
-    "condition",
-    "round",
-    "density",
-    "weights_remaining_pct",
-    "early_stop_iteration",
-    "test_accuracy_at_early_stop",
-    "best_test_accuracy",
-    "last_test_accuracy",
-    "wall_seconds",
-)
-"""Columns of :func:`summary_rows` rows, in order."""
+SUMMARY_FIELDS: tuple[str, ...] = ("condition", *rundir.SUMMARY_FIELDS)
+"""Columns of :func:`summary_rows` rows, in order: ``condition`` + ``summary.json``'s fields."""
 
 METRICS: tuple[str, ...] = SUMMARY_FIELDS[2:]
 """Numeric per-round fields that :func:`aggregate` can average over seeds."""
@@ -73,87 +63,13 @@ AGGREGATE_FIELDS: tuple[str, ...] = (
 )
 """Columns of the default :func:`aggregate` rows, in order."""
 
-_REQUIRED = METRICS  # summary.json keys we need besides "round"
-_NOT_NONE = ("density", "weights_remaining_pct")
-_ROUND_RE = re.compile(r"^round_(\d+)$")
-_NON_STUDY_KEYS = frozenset({"name", "config_hash", "ltfunc_version", "device", "compile", "data_root"})
+_NON_STUDY_KEYS = frozenset(
+    {"name", "config_hash", "ltfunc_version", "format_version", "device", "compile", "data_root"}
+)
 
 
 # --------------------------------------------------------------------------------------------
 # reading run directories
-
-
-def _check_run_dir(func: str, run_dir: Any) -> Path:
-    """Return ``run_dir`` as a Path after checking it is a run directory (has config.json)."""
-    if not isinstance(run_dir, (str, os.PathLike)):
-        raise TypeError(f"{func}: run_dir must be a path, got {type(run_dir).__name__} {run_dir!r}")
-    path = Path(run_dir)
-    if not path.exists():
-        raise FileNotFoundError(f"{func}: run directory {str(path)!r} does not exist")
-    if not path.is_dir():
-        raise NotADirectoryError(f"{func}: run_dir {str(path)!r} is not a directory")
-    if not (path / "config.json").is_file():
-        raise ValueError(
-            f"{func}: {str(path)!r} is not a run directory (no config.json); "
-            "pass the folder that `ltfunc imp` (ltfunc.run_imp) created"
-        )
-    return path
-
-
-def _read_json(func: str, path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{func}: {str(path)!r} is not valid JSON ({e})") from e
-
-
-def _read_config(func: str, run_dir: Path) -> dict[str, Any]:
-    """The run's config.json as a dict (ValueError naming the file when it is not one)."""
-    path = run_dir / "config.json"
-    config = _read_json(func, path)
-    if not isinstance(config, dict):
-        raise ValueError(f"{func}: {str(path)!r} must hold a JSON object, got {type(config).__name__}")
-    return config
-
-
-def _condition_order(name: str) -> tuple[int, str]:
-    return (CONDITIONS.index(name), "") if name in CONDITIONS else (len(CONDITIONS), name)
-
-
-def _round_dirs(run_dir: Path) -> dict[str, dict[int, Path]]:
-    """``{condition: {k: run_dir/condition/round_k}}``, conditions and rounds in display order."""
-    found: dict[str, dict[int, Path]] = {}
-    for cond in run_dir.iterdir():
-        if not cond.is_dir() or cond.name.startswith("."):
-            continue
-        rounds = {}
-        for rd in cond.iterdir():
-            m = _ROUND_RE.match(rd.name)
-            if m and rd.is_dir():
-                rounds[int(m.group(1))] = rd
-        if rounds:
-            found[cond.name] = dict(sorted(rounds.items()))
-    return {c: found[c] for c in sorted(found, key=_condition_order)}
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _read_summary(func: str, path: Path, condition: str, k: int) -> dict[str, Any]:
-    data = _read_json(func, path)
-    if not isinstance(data, dict):
-        raise ValueError(f"{func}: {str(path)!r} must hold a JSON object, got {type(data).__name__}")
-    missing = [key for key in ("round", *_REQUIRED) if key not in data]
-    if missing:
-        raise ValueError(f"{func}: {str(path)!r} lacks the field(s) {', '.join(missing)}")
-    if data["round"] != k or isinstance(data["round"], bool):
-        raise ValueError(f"{func}: {str(path)!r} says round={data['round']!r} but lies in round_{k}")
-    for key in _REQUIRED:
-        v = data[key]
-        if not (_is_number(v) or (v is None and key not in _NOT_NONE)):
-            raise ValueError(f"{func}: {str(path)!r} field {key}={v!r} must be a number")
-    return {"condition": condition, "round": k, **{key: data[key] for key in _REQUIRED}}
 
 
 def summary_rows(run_dir: PathLike) -> list[dict[str, Any]]:
@@ -168,7 +84,8 @@ def summary_rows(run_dir: PathLike) -> list[dict[str, Any]]:
     Returns:
         A list of dicts with the keys :data:`SUMMARY_FIELDS`: ``condition`` (str), ``round``
         (int), ``density`` (fraction of weights kept), ``weights_remaining_pct`` (percent),
-        ``early_stop_iteration``, ``test_accuracy_at_early_stop``, ``best_test_accuracy``,
+        ``early_stop_iteration``, ``val_loss_at_early_stop``, ``test_accuracy_at_early_stop``,
+        ``best_test_accuracy``,
         ``last_test_accuracy`` (accuracies as fractions in [0, 1], as written by the run) and
         ``wall_seconds``. The metric values may be ``None`` when the run recorded none.
 
@@ -187,14 +104,7 @@ def summary_rows(run_dir: PathLike) -> list[dict[str, Any]]:
         >>> [(r["condition"], r["round"], r["weights_remaining_pct"]) for r in summary_rows(run)][:3]
         [('ticket', 0, 100.0), ('ticket', 1, 80.0), ('ticket', 2, 64.0)]
     """
-    path = _check_run_dir("summary_rows", run_dir)
-    rows = []
-    for condition, rounds in _round_dirs(path).items():
-        for k, rd in rounds.items():
-            summary = rd / "summary.json"
-            if summary.is_file():
-                rows.append(_read_summary("summary_rows", summary, condition, k))
-    return rows
+    return rundir.summary_rows("summary_rows", rundir.open_run("summary_rows", run_dir))
 
 
 # --------------------------------------------------------------------------------------------
@@ -276,7 +186,8 @@ def format_table(rows: Iterable[Mapping[str, Any]]) -> str:
             for r in rows
         ]
     else:
-        rows = _check_rows("format_table", rows, SUMMARY_FIELDS)
+        shown = [f for f in SUMMARY_FIELDS if f != "val_loss_at_early_stop"]
+        rows = _check_rows("format_table", rows, shown)
         header = [
             "condition",
             "round",
@@ -336,7 +247,7 @@ def _as_run_dirs(func: str, run_dirs: Any) -> list[Path]:
         run_dirs = [run_dirs]
     if not isinstance(run_dirs, Iterable):
         raise TypeError(f"{func}: run_dirs must be a list of paths, got {type(run_dirs).__name__}")
-    paths = [_check_run_dir(func, d) for d in run_dirs]
+    paths = [rundir.open_run(func, d) for d in run_dirs]
     if not paths:
         raise ValueError(f"{func}: run_dirs is empty; pass at least one run directory")
     seen: dict[Path, Path] = {}
@@ -359,9 +270,9 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 def _aggregate(paths: Sequence[Path], metrics: Sequence[str]) -> list[dict[str, Any]]:
     per_key: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for p in paths:
-        for row in summary_rows(p):
-            per_key.setdefault((row["condition"], row["round"]), []).append(row)
-    keys = sorted(per_key, key=lambda ck: (_condition_order(ck[0]), ck[1]))
+        for r in summary_rows(p):
+            per_key.setdefault((r["condition"], r["round"]), []).append(r)
+    keys = sorted(per_key, key=lambda ck: (rundir.condition_order(ck[0]), ck[1]))
     out = []
     for cond, k in keys:
         group = per_key[(cond, k)]
@@ -421,7 +332,7 @@ def aggregate(
             raise ValueError(
                 f"aggregate: metrics entry {m!r} is not supported. Supported: {', '.join(METRICS)}"
             )
-    keys = [_study_key(_read_config("aggregate", p)) for p in paths]
+    keys = [_study_key(rundir.read_config_dict("aggregate", p)) for p in paths]
     for p, key in zip(paths[1:], keys[1:], strict=True):
         if key != keys[0]:
             raise ValueError(
@@ -511,23 +422,20 @@ def _example_run(
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     config = {"name": name, "model": model, "dataset": "mnist", "rounds": rounds, "seed": seed}
-    (run / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    rundir.write_json(run / "config.json", config)
     offsets = {"ticket": 0.0, "reinit": -0.01, "random_prune": -0.02}
     for condition, offset in offsets.items():
         for k in range(rounds + 1):
             if condition != "ticket" and k == 0:
                 continue
-            rd = run / condition / f"round_{k}"
-            rd.mkdir(parents=True, exist_ok=True)
+            rd = rundir.round_dir(run, condition, k)
             density = 0.8**k
             acc = 0.97 + offset + 0.001 * seed
             metrics = [
                 {"iteration": it, "test_accuracy": acc * it / 300, "density": density}
                 for it in (100, 200, 300)
             ]
-            (rd / "metrics.jsonl").write_text(
-                "".join(json.dumps(m) + "\n" for m in metrics), encoding="utf-8"
-            )
+            rundir.write_text(rd / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
             summary = {
                 "round": k,
                 "density": density,
@@ -539,5 +447,5 @@ def _example_run(
                 "last_test_accuracy": acc,
                 "wall_seconds": 1.0,
             }
-            (rd / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+            rundir.write_json(rd / "summary.json", summary)
     return run

@@ -13,7 +13,7 @@ import pytest
 import ltfunc
 from ltfunc import masks
 from ltfunc.cli import build_parser, imp_config_from_args, main
-from ltfunc.experiment import ImpConfig
+from ltfunc.config import ImpConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -198,7 +198,7 @@ def test_argparse_rejects_bad_names(
 
 def test_bad_values_exit_2_with_a_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc, _, err = run_cli(["imp", "--rounds", "0", "--runs-dir", str(tmp_path)], capsys)
-    assert rc == 2 and "ltfunc: error: ImpConfig: rounds must be >= 1, got 0" in err
+    assert rc == 2 and "ltfunc: error: ImpConfig: rounds must be an int >= 1, got 0" in err
     rc, _, err = run_cli(
         ["imp", "--rewind", "500", "--iterations", "500", "--runs-dir", str(tmp_path)], capsys
     )

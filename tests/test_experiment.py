@@ -21,20 +21,13 @@ import pytest
 import torch
 
 import ltfunc
-from ltfunc import masks, optim
-from ltfunc.experiment import (
-    METRIC_FIELDS,
-    SUMMARY_FIELDS,
-    ImpConfig,
-    config_diff,
-    load_round,
-    read_config,
-    round_dir,
-    run_imp,
-    summarize_round,
-)
+from ltfunc import masks, rundir
+from ltfunc.config import ImpConfig, config_diff
+from ltfunc.experiment import run_imp
 from ltfunc.models import init_params
+from ltfunc.rundir import METRIC_FIELDS, SUMMARY_FIELDS, load_round, read_config, round_dir, summarize_round
 from ltfunc.ticket import derive_seed
+from ltfunc.trainer import Weights
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +67,8 @@ def summary_without_time(path: Path) -> dict[str, Any]:
 
 
 def assert_same_results(a: Path, b: Path, config: ImpConfig) -> None:
-    """Identical masks, weights, metrics and summaries (except wall time) in two run dirs."""
+    """Identical masks, weights (params and buffers), metrics and summaries (except wall time)
+    in two run dirs."""
     for condition in ("ticket", *config.baselines):
         for k in range(0 if condition == "ticket" else 1, config.rounds + 1):
             ra, rb = round_dir(a, condition, k), round_dir(b, condition, k)
@@ -85,6 +79,9 @@ def assert_same_results(a: Path, b: Path, config: ImpConfig) -> None:
                     k,
                     f,
                 )
+            la, lb = load_round(a, condition, k), load_round(b, condition, k)
+            assert ltfunc.tree_equal((la.start, la.final), (lb.start, lb.final)), (condition, k)
+            assert ltfunc.tree_equal(la.rewind_point, lb.rewind_point), (condition, k)
             assert read_metrics(ra / "metrics.jsonl") == read_metrics(rb / "metrics.jsonl"), (condition, k)
             assert summary_without_time(ra / "summary.json") == summary_without_time(rb / "summary.json")
 
@@ -144,7 +141,7 @@ def test_config_round_trips_through_json_and_hash_tracks_fields() -> None:
         ({"momentum": 0.9}, ValueError, ["momentum", "'sgd'"]),
         ({"val_size": 0}, ValueError, ["val_size"]),
         ({"rounds": 2.0}, TypeError, ["rounds must be an int"]),
-        ({"lr": 0.0}, ValueError, ["lr", "> 0"]),
+        ({"lr": 0.0}, ValueError, ["lr must be", "(0.0, inf)", "got 0.0"]),
     ],
 )
 def test_config_rejects_bad_values(kwargs: dict[str, Any], error: type, words: list[str]) -> None:
@@ -169,6 +166,22 @@ def test_config_diff_lists_changed_fields() -> None:
     assert config_diff({"rate": 0.2, "config_hash": "a"}, {"config_hash": "b"}) == {"rate": (0.2, None)}
     with pytest.raises(TypeError, match=r"config_diff: new must be a config mapping, got list"):
         config_diff(ImpConfig().to_dict(), [("rate", 0.3)])
+
+
+def test_config_make_optimizer_builds_the_configured_optimizer() -> None:
+    sgd = ImpConfig(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=1e-4).make_optimizer()
+    assert (sgd.name, sgd.lr, sgd.hyperparams["momentum"], sgd.hyperparams["weight_decay"]) == (
+        "sgd",
+        0.1,
+        0.9,
+        1e-4,
+    )
+    adam = ImpConfig().make_optimizer()
+    assert (adam.name, adam.lr, adam.hyperparams["weight_decay"]) == ("adam", 1.2e-3, 0.0)
+    assert ImpConfig(optimizer="momentum").make_optimizer().hyperparams["momentum"] == 0.9
+    assert (
+        ImpConfig(optimizer="adamw", weight_decay=0.01).make_optimizer().hyperparams["weight_decay"] == 0.01
+    )
 
 
 def test_summarize_round_early_stops_at_the_minimal_validation_loss() -> None:
@@ -196,6 +209,7 @@ def test_run_directory_layout(small_run: Path) -> None:
     assert cfg == ImpConfig(**SMALL)
     stored = json.loads((small_run / "config.json").read_text())
     assert stored["config_hash"] == cfg.config_hash() and stored["ltfunc_version"] == ltfunc.__version__
+    assert stored["format_version"] == rundir.FORMAT_VERSION == 2
     assert (small_run / "init.safetensors").is_file()
     for condition, first in (("ticket", 0), ("reinit", 1), ("random_prune", 1)):
         assert sorted(p.name for p in (small_run / condition).iterdir()) == [
@@ -217,6 +231,8 @@ def test_run_directory_layout(small_run: Path) -> None:
             assert all(0.0 <= r["test_accuracy"] <= 1.0 and math.isfinite(r["val_loss"]) for r in records)
             summary = json.loads((rd / "summary.json").read_text())
             assert list(summary) == list(SUMMARY_FIELDS) and summary["round"] == k
+            r = load_round(small_run, condition, k)
+            assert r.start.buffers == {} and r.final.buffers == {}  # LeNet has no buffers
     lines = (small_run / "summary.csv").read_text().splitlines()
     assert lines[0] == ",".join(("condition", *SUMMARY_FIELDS))
     assert [tuple(line.split(",")[:2]) for line in lines[1:]] == [
@@ -235,12 +251,12 @@ def test_imp_reaches_the_expected_densities_exactly(small_run: Path) -> None:
         mask = masks.load(round_dir(small_run, "ticket", k) / "mask.safetensors")
         counts = masks.counts(mask)
         assert {n: counts[n].kept for n in PRUNABLE} == {n: per_layer[n][k] for n in PRUNABLE}
-        assert mask.density() == pytest.approx(0.8**k, abs=2 / all_weights)
+        assert masks.density(mask) == pytest.approx(0.8**k, abs=2 / all_weights)
         summary = json.loads((round_dir(small_run, "ticket", k) / "summary.json").read_text())
-        assert summary["density"] == mask.density()
+        assert summary["density"] == masks.density(mask)
         assert summary["weights_remaining_pct"] == pytest.approx(100 * 0.8**k, abs=1e-3)
         for r in read_metrics(round_dir(small_run, "ticket", k) / "metrics.jsonl"):
-            assert r["density"] == mask.density()
+            assert r["density"] == masks.density(mask)
 
 
 def test_masks_are_nested_and_follow_the_previous_rounds_magnitudes(small_run: Path) -> None:
@@ -249,20 +265,21 @@ def test_masks_are_nested_and_follow_the_previous_rounds_magnitudes(small_run: P
         cur = masks.load(round_dir(small_run, "ticket", k) / "mask.safetensors")
         assert masks.intersect(prev.mask, cur) == cur  # pruned weights stay pruned
         for name in PRUNABLE:
-            kept = prev.final[name][cur[name]].abs()
-            dropped = prev.final[name][prev.mask[name] & ~cur[name]].abs()
+            kept = prev.final.params[name][cur[name]].abs()
+            dropped = prev.final.params[name][prev.mask[name] & ~cur[name]].abs()
             assert dropped.max() <= kept.min()  # the smallest survivors were removed
 
 
 def test_reset_restores_theta0_on_the_survivors(small_run: Path) -> None:
     theta0 = ltfunc.load_tree(small_run / "init.safetensors")
     assert ltfunc.tree_equal(theta0, ltfunc.get_params(ltfunc.models.lenet300(seed=0)))
+    assert ltfunc.tree_equal(load_round(small_run, "ticket", 0).rewind_point, Weights(theta0, {}))
     for k in range(4):
         r = load_round(small_run, "ticket", k)
-        assert ltfunc.tree_equal(r.start, masks.apply(r.mask, theta0))
+        assert ltfunc.tree_equal(r.start, Weights(masks.apply(r.mask, theta0), {}))
         assert not ltfunc.tree_equal(r.final, r.start)  # it did train
         for name in PRUNABLE:
-            assert torch.all(r.final[name][~r.mask[name]] == 0)  # pruned weights stayed 0
+            assert torch.all(r.final.params[name][~r.mask[name]] == 0)  # pruned weights stayed 0
 
 
 def test_reinit_baseline_keeps_the_mask_with_a_fresh_init(small_run: Path) -> None:
@@ -272,14 +289,14 @@ def test_reinit_baseline_keeps_the_mask_with_a_fresh_init(small_run: Path) -> No
         ticket, base = load_round(small_run, "ticket", k), load_round(small_run, "reinit", k)
         assert base.mask == ticket.mask
         fresh = init_params(model, derive_seed(0, "reinit", k))
-        assert ltfunc.tree_equal(base.start, masks.apply(ticket.mask, fresh))
+        assert ltfunc.tree_equal(base.start, Weights(masks.apply(ticket.mask, fresh), {}))
         for name in PRUNABLE:
             alive = ticket.mask[name]
-            assert not torch.equal(base.start[name][alive], theta0[name][alive])
+            assert not torch.equal(base.start.params[name][alive], theta0[name][alive])
     # every round draws its own init
     r1, r2 = load_round(small_run, "reinit", 1), load_round(small_run, "reinit", 2)
     both = r2.mask["fc2.weight"]
-    assert not torch.equal(r1.start["fc2.weight"][both], r2.start["fc2.weight"][both])
+    assert not torch.equal(r1.start.params["fc2.weight"][both], r2.start.params["fc2.weight"][both])
 
 
 def test_random_prune_baseline_matches_counts_with_another_mask_on_theta0(small_run: Path) -> None:
@@ -292,7 +309,7 @@ def test_random_prune_baseline_matches_counts_with_another_mask_on_theta0(small_
         overlap = masks.counts(masks.intersect(base.mask, ticket.mask))["fc1.weight"].kept
         # an independent random mask overlaps the ticket in about density^2 of the weights
         assert overlap / PRUNABLE["fc1.weight"] == pytest.approx(0.8 ** (2 * k), abs=0.01)
-        assert ltfunc.tree_equal(base.start, masks.apply(base.mask, theta0))
+        assert ltfunc.tree_equal(base.start, Weights(masks.apply(base.mask, theta0), {}))
 
 
 def test_early_stopping_summary_agrees_with_the_metrics(small_run: Path) -> None:
@@ -303,6 +320,7 @@ def test_early_stopping_summary_agrees_with_the_metrics(small_run: Path) -> None
         best = min(records, key=lambda r: r["val_loss"])
         assert summary["early_stop_iteration"] == best["iteration"]
         assert summary["test_accuracy_at_early_stop"] == best["test_accuracy"]
+        assert summary["val_loss_at_early_stop"] == best["val_loss"]
         assert summary["last_test_accuracy"] == records[-1]["test_accuracy"]
     # 50 Adam steps already learn MNIST far above chance (10%)
     dense = json.loads((round_dir(small_run, "ticket", 0) / "summary.json").read_text())
@@ -316,6 +334,14 @@ def test_same_config_and_seed_reproduce_masks_and_metrics(
     result = run_imp(cfg, tmp_path / "again", data_root=data_root, progress=False)
     assert len(result.trained) == 10 and result.resumed == ()
     assert_same_results(small_run, tmp_path / "again", cfg)
+    # the returned rows are summary.csv's: condition + every summary field, val_loss_at_early_stop too
+    assert [list(r) for r in result.rows] == [["condition", *SUMMARY_FIELDS]] * 10
+    for row in result.rows:
+        summary = json.loads(
+            (round_dir(small_run, row["condition"], row["round"]) / "summary.json").read_text()
+        )
+        assert row["val_loss_at_early_stop"] == summary["val_loss_at_early_stop"]
+        assert math.isfinite(row["val_loss_at_early_stop"])
 
 
 def test_resume_skips_finished_rounds_and_redoes_an_interrupted_one(
@@ -386,7 +412,7 @@ def test_a_corrupt_checkpoint_names_the_file_and_finished_rounds_stay_usable(
 def test_rewinding_restores_the_weights_of_iteration_k(data_root: Path, tmp_path: Path) -> None:
     from ltfunc.data import load_dataset
     from ltfunc.step import make_train_step
-    from ltfunc.ticket import make_trainer, train_round
+    from ltfunc.trainer import make_trainer, train_round
 
     cfg = ImpConfig(
         **{
@@ -400,23 +426,29 @@ def test_rewinding_restores_the_weights_of_iteration_k(data_root: Path, tmp_path
     )
     run = tmp_path / "rewind"
     run_imp(cfg, run, data_root=data_root, progress=False)
-    point = ltfunc.load_tree(round_dir(run, "ticket", 0) / "rewind_point.safetensors")
+    point = load_round(run, "ticket", 0).rewind_point
+    assert ltfunc.tree_equal(
+        point.params, ltfunc.load_tree(round_dir(run, "ticket", 0) / "rewind_point.safetensors")
+    )
     # recompute the dense weights after 10 iterations with the same pieces
     model = ltfunc.models.lenet300(seed=0)
-    theta0 = ltfunc.get_params(model)
+    theta0 = Weights.of(model)
     ds = load_dataset("mnist", data_root, val_size=1000, split_seed=0, download=False)
-    opt = optim.adam(lr=cfg.lr)
     trainer = make_trainer(
-        make_train_step(model, opt, compile=False), opt, ds.train, iterations=10, batch_size=60, lr=cfg.lr
+        make_train_step(model, cfg.make_optimizer(), compile=False),
+        ds.train,
+        iterations=10,
+        batch_size=60,
+        lr=cfg.lr,
     )
-    assert ltfunc.tree_equal(point, train_round(trainer, theta0, masks.ones(theta0)).final)
+    assert ltfunc.tree_equal(point, train_round(trainer, theta0, masks.ones(theta0.params)).final)
     assert not ltfunc.tree_equal(point, theta0)
     r1 = load_round(run, "ticket", 1)
-    assert ltfunc.tree_equal(r1.start, masks.apply(r1.mask, point))
+    assert ltfunc.tree_equal(r1.start, Weights(masks.apply(r1.mask, point.params), {}))
     # training resumed at the rewind iteration: evaluations at 15 and 30 only
     assert [r["iteration"] for r in r1.history] == [15, 30]
     base = load_round(run, "random_prune", 1)
-    assert ltfunc.tree_equal(base.start, masks.apply(base.mask, point))
+    assert ltfunc.tree_equal(base.start, Weights(masks.apply(base.mask, point.params), {}))
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -579,12 +611,207 @@ def test_make_config_trainer_follows_the_config_and_validates() -> None:
     cfg = ImpConfig(**{**SMALL, "optimizer": "momentum", "lr": 0.05, "batch_size": 8, "seed": 4})
     t = make_config_trainer(cfg, ltfunc.models.lenet300(seed=0), ds)
     assert (t.iterations, t.batch_size, t.lr, t.data_seed, t.eval_every) == (50, 8, 0.05, 4, 25)
-    assert t.optimizer.name == "momentum"
-    params = ltfunc.get_params(ltfunc.models.lenet300(seed=0))
-    assert sorted(t.evaluate(params, masks.ones(params))) == [
+    assert t.step.optimizer.name == "momentum"  # the trainer trains with its step's optimizer
+    assert (t.step.optimizer.lr, t.step.compiled) == (0.05, False)
+    weights = Weights.of(ltfunc.models.lenet300(seed=0))
+    assert sorted(t.evaluate(weights, masks.ones(weights.params))) == [
         "test_accuracy", "test_loss", "val_accuracy", "val_loss",
     ]  # fmt: skip
     with pytest.raises(ValueError, match=r"make_config_trainer: splits='valid' is not supported"):
         make_config_trainer(cfg, ltfunc.models.lenet300(), ds, splits=("valid",))
     with pytest.raises(TypeError, match="make_config_trainer: config must be an ImpConfig"):
         make_config_trainer({"rounds": 1}, ltfunc.models.lenet300(), ds)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- BatchNorm: resume with buffers
+
+
+def bn_mlp(init: str = "glorot_normal", seed: int | None = None) -> torch.nn.Module:
+    """Flatten -> Linear(784, 64) -> BatchNorm1d(64) -> ReLU -> Linear(64, 10), drawn from ``seed``."""
+    assert init in ltfunc.models.INITS
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0 if seed is None else seed)
+        return torch.nn.Sequential(
+            torch.nn.Flatten(),
+            torch.nn.Linear(784, 64),
+            torch.nn.BatchNorm1d(64),
+            torch.nn.ReLU(),
+            torch.nn.Linear(64, 10),
+        )
+
+
+BN_SMALL = {
+    "model": "bn_mlp",
+    "rounds": 3,
+    "rate": 0.2,
+    "iterations": 40,
+    "eval_every": 20,
+    "rewind": 10,
+    "val_size": 1000,
+    "seed": 0,
+    "compile": False,
+}
+
+
+class Interrupted(Exception):
+    """Stands in for a crash in the middle of a round."""
+
+
+def interrupt_in(monkeypatch: pytest.MonkeyPatch, condition: str, k: int) -> None:
+    """Make round ``k`` of ``condition`` raise right after its first evaluation record is logged."""
+    start_round = rundir.start_round
+
+    def start_then_fail(run: Path, cond: str, kk: int) -> rundir.MetricsLog:
+        log = start_round(run, cond, kk)
+        if (cond, kk) == (condition, k):
+            append = log.append
+
+            def append_then_fail(record: dict[str, Any]) -> None:
+                append(record)
+                raise Interrupted(f"{cond} round {kk}")
+
+            log.append = append_then_fail  # type: ignore[method-assign]
+        return log
+
+    monkeypatch.setattr(rundir, "start_round", start_then_fail)
+
+
+def test_a_resumed_batchnorm_run_with_rewinding_matches_an_uninterrupted_one(
+    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The acceptance test: BatchNorm running statistics are saved and restored with the weights."""
+    monkeypatch.setitem(ltfunc.models.MODELS, "bn_mlp", bn_mlp)
+    cfg = ImpConfig(**BN_SMALL)
+    whole = run_imp(cfg, tmp_path / "whole", data_root=data_root, progress=False)
+    assert len(whole.trained) == 10
+
+    run = tmp_path / "resumed"
+    with monkeypatch.context() as mp:  # crash in the middle of ticket round 2
+        interrupt_in(mp, "ticket", 2)
+        with pytest.raises(Interrupted):
+            run_imp(cfg, run, data_root=data_root, progress=False)
+    assert rundir.is_finished(run, "random_prune", 1) and not rundir.is_finished(run, "ticket", 2)
+    assert len(read_metrics(round_dir(run, "ticket", 2) / "metrics.jsonl")) == 1
+    with monkeypatch.context() as mp:  # resume, and crash again in a baseline of round 2
+        interrupt_in(mp, "random_prune", 2)
+        with pytest.raises(Interrupted):
+            run_imp(cfg, run, data_root=data_root, progress=False)
+    assert rundir.is_finished(run, "reinit", 2) and not rundir.is_finished(run, "random_prune", 2)
+    assert not (run / ".lock").exists()
+    result = run_imp(cfg, run, data_root=data_root, progress=False)
+    assert result.trained == (("random_prune", 2), ("ticket", 3), ("reinit", 3), ("random_prune", 3))
+
+    # same masks, params and buffers, metrics and accuracies as the uninterrupted run
+    assert_same_results(tmp_path / "whole", run, cfg)
+    without_time = [{k: v for k, v in r.items() if k != "wall_seconds"} for r in whole.rows]
+    assert [{k: v for k, v in r.items() if k != "wall_seconds"} for r in result.rows] == without_time
+
+    # the buffers are real BatchNorm statistics: the test fails if they are not saved and restored
+    names = ["2.running_mean", "2.running_var", "2.num_batches_tracked"]
+    theta0 = load_round(run, "ticket", 0)
+    assert list(Weights.of(bn_mlp(seed=0)).buffers) == names
+    assert int(theta0.start.buffers["2.num_batches_tracked"]) == 0
+    point = theta0.rewind_point
+    assert list(point.buffers) == names and int(point.buffers["2.num_batches_tracked"]) == 10
+    assert torch.count_nonzero(point.buffers["2.running_mean"]) > 0
+    for condition in ("ticket", *cfg.baselines):
+        for k in range(0 if condition == "ticket" else 1, cfg.rounds + 1):
+            r = load_round(run, condition, k)
+            assert list(r.final.buffers) == names, (condition, k)
+            # the dense round and the rounds rewound to iteration 10 count 40 batches; reinit
+            # restarts from the model's own statistics at iteration 10, so it counts 30
+            tracked = 30 if condition == "reinit" else 40
+            assert int(r.final.buffers["2.num_batches_tracked"]) == tracked, (condition, k)
+            assert torch.count_nonzero(r.final.buffers["2.running_mean"]) > 0, (condition, k)
+            assert not torch.equal(r.final.buffers["2.running_var"], torch.ones(64)), (condition, k)
+            if k:
+                start_tracked = 0 if condition == "reinit" else 10
+                assert int(r.start.buffers["2.num_batches_tracked"]) == start_tracked, (condition, k)
+    # the accuracies are those of the saved statistics: re-evaluating the saved weights gives them
+    ds = ltfunc.load_dataset("mnist", data_root, val_size=1000, download=False)
+    r = load_round(run, "ticket", 3)
+    loss, acc = ltfunc.evaluate(bn_mlp(seed=0), r.final.params, r.mask, ds.test, buffers=r.final.buffers)
+    assert (loss, acc) == (r.history[-1]["test_loss"], r.history[-1]["test_accuracy"])
+    assert acc > 0.5
+    # every finished round was skipped, the ticket rounds and their baselines alike
+    assert result.resumed == (
+        ("ticket", 0),
+        ("ticket", 1),
+        ("reinit", 1),
+        ("random_prune", 1),
+        ("ticket", 2),
+        ("reinit", 2),
+    )
+
+
+# ---------------------------------------------------------------------------- run directories of format 1
+
+
+OLD_RUNS = ROOT / "docs" / "results"
+
+
+@pytest.mark.parametrize(
+    "study", ["lenet-mnist/runs/lenet-mnist-seed0", "conv2-fashion/runs/conv2-fashion-seed0"]
+)
+def test_committed_run_directories_of_format_1_still_read(study: str) -> None:
+    from ltfunc.report import summary_rows
+    from tests.synthetic_runs import snapshot_files
+
+    run = OLD_RUNS / study
+    before = snapshot_files(run)
+    assert "format_version" not in json.loads((run / "config.json").read_text())  # written before it
+    cfg = read_config(run)
+    rows = summary_rows(run)
+    assert [list(r) for r in rows] == [["condition", *SUMMARY_FIELDS]] * len(rows)
+    expected = [("ticket", k) for k in range(cfg.rounds + 1)] + [
+        (b, k) for b in cfg.baselines for k in range(1, cfg.rounds + 1)
+    ]
+    assert [(r["condition"], r["round"]) for r in rows] == expected
+    assert all(0.0 < r["test_accuracy_at_early_stop"] <= 1.0 for r in rows)
+    assert snapshot_files(run) == before  # reading writes nothing
+
+
+def test_load_round_reads_a_format_1_run_with_empty_buffers(tmp_path: Path) -> None:
+    """The committed LeNet run keeps θ0 and the masks as format 1 wrote them; its rounds' weights
+    files were not kept, so they are written here the way format 1 wrote them (params only)."""
+    src = OLD_RUNS / "lenet-mnist" / "runs" / "lenet-mnist-seed0"
+    run = tmp_path / "old"
+    run.mkdir()
+    for name in ("config.json", "init.safetensors", "summary.csv"):
+        shutil.copy(src / name, run / name)
+    theta0 = ltfunc.load_tree(src / "init.safetensors")
+    for k in (0, 1):
+        shutil.copytree(round_dir(src, "ticket", k), round_dir(run, "ticket", k))
+        mask = masks.load(round_dir(run, "ticket", k) / "mask.safetensors")
+        ltfunc.save_tree(masks.apply(mask, theta0), round_dir(run, "ticket", k) / "rewind.safetensors")
+        trained = {n: t * 1.5 for n, t in masks.apply(mask, theta0).items()}
+        ltfunc.save_tree(trained, round_dir(run, "ticket", k) / "final.safetensors")
+    r0, r1 = load_round(run, "ticket", 0), load_round(run, "ticket", 1)
+    assert ltfunc.tree_equal(r0.rewind_point, Weights(theta0, {}))  # θ0 of format 1, buffers {}
+    assert r1.mask == masks.load(src / "ticket" / "round_1" / "mask.safetensors")
+    assert masks.density(r1.mask) == pytest.approx(
+        json.loads((src / "ticket/round_1/summary.json").read_text())["density"]
+    )
+    assert ltfunc.tree_equal(r1.start, Weights(masks.apply(r1.mask, theta0), {}))
+    assert r1.final.buffers == {} and list(r1.final.params) == list(theta0)
+    assert list(r1.history) == read_metrics(src / "ticket" / "round_1" / "metrics.jsonl")
+    assert read_config(run) == read_config(src)
+
+
+def test_a_newer_format_version_is_refused_by_every_reader(small_run: Path, tmp_path: Path) -> None:
+    from ltfunc.report import summary_rows
+
+    run = tmp_path / "future"
+    shutil.copytree(small_run, run)
+    data = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**data, "format_version": 99}))
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    refused = r"format_version=99.*reads run directories of format 1 to 2"
+    with pytest.raises(ValueError, match="read_config: .*" + refused):
+        read_config(run)
+    with pytest.raises(ValueError, match="summary_rows: .*" + refused):
+        summary_rows(run)
+    # refused before the dataset is even looked for, and nothing is touched
+    with pytest.raises(ValueError, match="run_imp: .*" + refused):
+        run_imp(ImpConfig(**SMALL), run, data_root=tmp_path / "nowhere", download=False, progress=False)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

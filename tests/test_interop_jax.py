@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import ltfunc
 from ltfunc import masks
 from ltfunc.interop import jax as lj
+from ltfunc.interop import jax_arrays
 from ltfunc.step import make_train_step
 from tests.helpers import train_reference, tree_allclose
 
@@ -167,10 +168,10 @@ def test_bool_masks_direct_and_via_uint8_detour(jax: Any, monkeypatch: pytest.Mo
     for k, a in out.items():
         assert a.dtype.name == "bool" and np.array_equal(_host(a), mask[k].numpy())
         # This JAX takes bool through DLPack, so there is no copy.
-        assert lj.shares_memory(mask[k], a) == lj._bool_dlpack_supported()
+        assert lj.shares_memory(mask[k], a) == jax_arrays._bool_dlpack_supported()
     assert lj.from_jax(out, as_mask=True) == mask
     # A JAX without bool DLPack: a uint8 view goes over and JAX makes one bool copy.
-    monkeypatch.setattr(lj, "_bool_dlpack_supported", lambda: False)
+    monkeypatch.setattr(jax_arrays, "_bool_dlpack_supported", lambda: False)
     detour = lj.to_jax(mask)
     for k, a in detour.items():
         assert a.dtype.name == "bool" and np.array_equal(_host(a), mask[k].numpy())
@@ -454,20 +455,20 @@ def test_jax_step_matches_ltfunc_step(jax: Any, optax: Any, optimizer: str) -> N
     jax_step = lj.make_train_step(opt)
 
     gen = torch.Generator().manual_seed(3)
-    p, state = params, ltfunc.optim.sgd(lr, momentum=momentum).init(params)
+    state = torch_step.init(params)
     jp, jmask = lj.to_jax(params, copy=True), lj.to_jax(mask)
     jstate = opt.init(jp)
     for _ in range(3):
         x, y = torch.randn(32, 1, 28, 28, generator=gen), torch.randint(0, 10, (32,), generator=gen)
-        p, state, metrics = torch_step(p, state, mask, (x, y), lr)
+        state, metrics = torch_step(state, mask, (x, y), lr)
         jp, jstate, jmetrics = jax_step(jp, jstate, jmask, (lj.to_jax(x), lj.to_jax(y, downcast=True)))
         assert abs(float(jmetrics["loss"]) - float(metrics["loss"])) < 1e-4
         assert float(jmetrics["accuracy"]) == float(metrics["accuracy"])
     got = lj.from_jax(jp, copy=True)
-    assert tree_allclose(got, p, rtol=1e-4, atol=1e-5)
+    assert tree_allclose(got, state.params, rtol=1e-4, atol=1e-5)
     assert all(torch.all(got[k][~m] == 0) for k, m in mask.items())
     if optimizer == "momentum":  # the momentum buffers agree too (optax's trace vs ltfunc's)
-        assert tree_allclose(lj.from_jax(jstate[0].trace, copy=True), state.momentum, rtol=1e-4, atol=1e-5)
+        assert tree_allclose(lj.from_jax(jstate[0].trace, copy=True), state.opt_state.momentum, rtol=1e-4, atol=1e-5)
 
 
 def test_ltfunc_optimizer_state_round_trip(jax: Any) -> None:
@@ -476,7 +477,7 @@ def test_ltfunc_optimizer_state_round_trip(jax: Any) -> None:
     opt = ltfunc.optim.adam(1e-3)
     step = make_train_step(model, opt, compile=False)
     batch = (torch.randn(8, 1, 28, 28), torch.arange(8))
-    _, state, _ = step(params, opt.init(params), None, batch, 1e-3)
+    state = step(step.init(params), None, batch, 1e-3)[0].opt_state
     with pytest.raises(TypeError, match=r"to_jax: tree\.count has dtype torch.int64"):
         lj.to_jax(state)
     out = lj.to_jax(state, downcast=True)  # the int64 step counter becomes int32, exactly

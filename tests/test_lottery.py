@@ -126,7 +126,7 @@ def test_single_shot_does_not_change_the_model_or_the_current_masks(lenet: nn.Mo
     before = copy.deepcopy(lenet.state_dict())
     LT.get_masks_by_single_shot(0, 0.5, "global")
     assert ltfunc.tree_equal(dict(lenet.state_dict()), dict(before))
-    assert LT.masks.density() == 1.0
+    assert ltfunc.masks.density(LT.masks) == 1.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,7 +171,7 @@ def test_iteration_reaches_cumulative_sparsity_and_trains_exactly_train_itrs(mod
     assert all(not bool((masks[k] & ~first[k]).any()) for k in masks)
     # Model, masks and mode are as on entry.
     assert ltfunc.tree_equal(dict(model.state_dict()), dict(trained))
-    assert LT.masks.density() == 1.0
+    assert ltfunc.masks.density(LT.masks) == 1.0
 
 
 def test_iteration_retrains_the_pruned_network() -> None:
@@ -227,7 +227,7 @@ def test_iteration_accepts_the_seed_sources_keywords() -> None:
         train_iter=3,
         mode="layer",
     )
-    assert ltfunc.tree_equal(dict(a), dict(b)) and a.density() == pytest.approx(0.4, abs=0.01)
+    assert ltfunc.tree_equal(dict(a), dict(b)) and ltfunc.masks.density(a) == pytest.approx(0.4, abs=0.01)
     LT = ticket()
     with pytest.raises(TypeError, match=r"got both prune_itr=3 and prune_itrs=3; give one"):
         LT.get_masks_by_iteration(3, 0, 0.2, loader, 3, prune_itrs=3)
@@ -605,8 +605,8 @@ def test_batchnorm_running_stats_follow_the_eager_reference_via_steps_fit_and_tr
     assert tree_allclose(dict(by_fit.state_dict()), expected, rtol=1e-4, atol=1e-6)
 
     # ltfunc.fit on its own, with the buffers in the TrainState
-    step = ltfunc.make_train_step(template, ltfunc.from_torch(ref_opt), compile=False)
-    state = ltfunc.fit(step, ltfunc.train.init(step, ltfunc.get_params(template)), mask, batches, 6, lr=0.05)
+    step = ltfunc.make_train_step(template, ltfunc.optim.from_torch(ref_opt), compile=False)
+    state = ltfunc.fit(step, step.init(ltfunc.get_params(template)), mask, batches, 6, lr=0.05)
     assert tree_allclose({**state.params, **state.buffers}, expected, rtol=1e-4, atol=1e-6)
 
     # evaluation uses the trained running statistics

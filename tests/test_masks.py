@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import pickle
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -155,6 +156,10 @@ def test_equality() -> None:
     reshaped = masks.from_dict({"a": [1, 0, 1, 1], "b": [0, 0, 0, 1]})
     assert hand_mask() != reshaped
     assert hand_mask() != {"a": hand_mask()["a"], "b": hand_mask()["b"]}  # a dict is not a Mask
+    # == on masks is ltfunc.tree_equal, the one spelling of "same keys, equal tensors"
+    assert ltfunc.tree_equal(hand_mask(), hand_mask())
+    for different in (other, swapped, reshaped, dict(hand_mask())):
+        assert not ltfunc.tree_equal(hand_mask(), different)
     with pytest.raises(TypeError):
         hash(hand_mask())
 
@@ -210,13 +215,34 @@ def test_counts_density_sparsity() -> None:
     c = masks.counts(m)
     assert c == {"a": LayerCount(3, 4), "b": LayerCount(1, 4), "__all__": LayerCount(4, 8)}
     assert c["a"].density == 0.75 and c["b"].sparsity == 0.75
-    assert masks.density(m) == 0.5 == m.density()
-    assert masks.sparsity(m) == 0.5 == m.sparsity()
+    assert masks.density(m) == 0.5
+    assert masks.sparsity(m) == 0.5
     lop = masks.from_dict({"w": [1, 0, 0, 0, 0]})
     assert masks.density(lop) == pytest.approx(0.2) and masks.sparsity(lop) == pytest.approx(0.8)
     assert "kept=4/8" in repr(m)
-    with pytest.raises(TypeError, match="counts: mask"):
-        masks.counts({"a": torch.ones(2, dtype=torch.bool)})  # type: ignore[arg-type]
+    for fn in (masks.counts, masks.density, masks.sparsity):
+        with pytest.raises(TypeError, match=f"{fn.__name__}: mask must be an ltfunc Mask, got dict"):
+            fn({"a": torch.ones(2, dtype=torch.bool)})  # type: ignore[arg-type]
+
+
+def test_density_sparsity_and_equal_methods_are_deprecated_aliases() -> None:
+    m = hand_mask()
+    with pytest.warns(
+        DeprecationWarning, match=r"Mask\.density\(\) is deprecated; use ltfunc\.masks\.density"
+    ):
+        assert m.density() == masks.density(m) == 0.5
+    with pytest.warns(
+        DeprecationWarning, match=r"Mask\.sparsity\(\) is deprecated; use ltfunc\.masks\.sparsity"
+    ):
+        assert m.sparsity() == masks.sparsity(m) == 0.5
+    other = masks.from_dict({"a": [[1, 0], [1, 1]], "b": [0, 0, 1, 1]})
+    with pytest.warns(
+        DeprecationWarning, match=r"Mask\.equal\(other\) is deprecated; use ltfunc\.tree_equal"
+    ):
+        assert m.equal(hand_mask()) and not m.equal(other)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the kept spellings do not warn
+        assert masks.density(m) == 0.5 and m == hand_mask() and ltfunc.tree_equal(m, hand_mask())
 
 
 def test_counts_lenet_prunable() -> None:
@@ -240,7 +266,7 @@ def test_intersect() -> None:
         masks.intersect(a, masks.from_dict({"a": [[1, 1], [1, 1]]}))
     with pytest.raises(ValueError, match="intersect: shapes differ for 'b'"):
         masks.intersect(a, masks.from_dict({"a": [[1, 1], [1, 1]], "b": [1, 1]}))
-    with pytest.raises(TypeError, match="intersect: b must be a Mask"):
+    with pytest.raises(TypeError, match="intersect: b must be an ltfunc Mask"):
         masks.intersect(a, b.to_dict())  # type: ignore[arg-type]
 
 
@@ -256,6 +282,13 @@ def test_apply_zeroes_exactly_the_pruned_entries() -> None:
     assert out["w"] is not p["w"]
     assert_bit_identical(p, p0)
     assert_bit_identical(m, m0)
+
+
+def test_unchecked_apply_equals_apply() -> None:
+    p = {"w": torch.randn(3, 4), "bias": torch.randn(3)}
+    m = Mask({"w": torch.rand(3, 4) < 0.5})
+    fast = masks._apply(m, p)  # for callers that validated mask and params already
+    assert ltfunc.tree_equal(fast, masks.apply(m, p)) and fast["bias"] is p["bias"]
 
 
 def test_apply_zeroes_nan_and_inf() -> None:
@@ -362,8 +395,10 @@ def test_load_errors(tmp_path: Path) -> None:
     ltfunc.save_tree({"w": torch.ones(2, dtype=torch.bool)}, tagged, metadata={"ltfunc.kind": "weights"})
     with pytest.raises(ValueError, match="holds 'weights', not a mask"):
         masks.load(tagged)
-    with pytest.raises(TypeError, match="save: mask must be a Mask"):
+    with pytest.raises(TypeError, match="save: mask must be an ltfunc Mask"):
         masks.save(m.to_dict(), f)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="save: path must be a str or path, got NoneType"):
+        masks.save(m, None)  # type: ignore[arg-type]
 
 
 def test_save_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -178,7 +178,7 @@ def test_init_params_generic_module() -> None:
 
 def test_init_params_errors() -> None:
     model = models.lenet300()
-    with pytest.raises(TypeError, match=r"init_params: model must be an nn\.Module"):
+    with pytest.raises(TypeError, match=r"init_params: model must be a torch\.nn\.Module"):
         models.init_params(ltfunc.get_params(model), 0)  # type: ignore[arg-type]
     for bad in (True, 1.0, "0", None):
         with pytest.raises(TypeError, match="init_params: seed must be an int"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import pytest
@@ -46,7 +47,7 @@ VARIANTS = [
         "nesterov_wd",
         torch.optim.SGD,
         {"lr": 0.02, "momentum": 0.9, "nesterov": True, "weight_decay": 0.05},
-        optim.momentum,
+        optim.sgd,
         {"momentum": 0.9, "nesterov": True, "weight_decay": 0.05},
     ),
     ("adam", torch.optim.Adam, {"lr": 0.01}, optim.adam, {}),
@@ -139,7 +140,7 @@ def test_states_are_namedtuples_with_device_counters() -> None:
     p = make_params()
     s = optim.sgd().init(p)
     assert isinstance(s, optim.SGDState) and s.count.dtype == torch.int64 and s.count.shape == ()
-    m = optim.momentum().init(p)
+    m = optim.sgd(momentum=0.9).init(p)
     assert isinstance(m, optim.MomentumState) and set(m.momentum) == set(p)
     assert all(torch.count_nonzero(v) == 0 for v in m.momentum.values())
     a = optim.adam().init(p)
@@ -178,7 +179,7 @@ def test_registry_and_build() -> None:
         "nesterov": False,
         "weight_decay": 0.0,
     }
-    with pytest.raises(ValueError, match=r"build: optimizer 'rmsprop' is not supported\. Supported: 'sgd'"):
+    with pytest.raises(ValueError, match=r"build: name='rmsprop' is not supported\. Supported: 'sgd'"):
         optim.build("rmsprop")
 
 
@@ -186,7 +187,26 @@ def test_optimizer_carries_its_default_lr() -> None:
     assert optim.sgd().lr == 0.1
     assert optim.adam().lr == 1e-3
     assert optim.adamw(lr=3e-4).lr == 3e-4
-    assert optim.momentum(lr=0.01).lr == 0.01
+    assert optim.sgd(lr=0.01, momentum=0.9).lr == 0.01
+    assert optim.build("momentum", lr=0.01).lr == 0.01
+
+
+def test_momentum_function_is_a_deprecated_alias_and_the_registry_name_stays() -> None:
+    with pytest.warns(DeprecationWarning, match=r"optim\.momentum\(\) is deprecated; use ltfunc\.optim\.sgd"):
+        old = optim.momentum(lr=0.01, nesterov=True, weight_decay=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # old configs with optimizer="momentum" build without a warning
+        registry = optim.build("momentum", lr=0.01, nesterov=True, weight_decay=0.1)
+    new = optim.sgd(lr=0.01, momentum=0.9, nesterov=True, weight_decay=0.1)
+    assert old.name == registry.name == "momentum" and new.name == "sgd"
+    assert dict(old.hyperparams) == dict(registry.hyperparams) == dict(new.hyperparams)
+    p_old = p_new = make_params()
+    s_old, s_new = old.init(p_old), new.init(p_new)
+    grad = torch.func.grad(make_loss())
+    for _ in range(3):
+        p_old, s_old = old.update(grad(p_old), s_old, p_old, 0.01)
+        p_new, s_new = new.update(grad(p_new), s_new, p_new, 0.01)
+    assert ltfunc.tree_equal((p_old, s_old), (p_new, s_new))
 
 
 @pytest.mark.parametrize(
@@ -198,7 +218,7 @@ def test_optimizer_carries_its_default_lr() -> None:
             r"sgd: lr must be a finite number in \[0.0, inf\), got -0.1",
         ),
         (lambda: optim.sgd(lr=float("nan")), ValueError, "sgd: lr must be a finite number"),
-        (lambda: optim.sgd(lr="0.1"), TypeError, "sgd: lr must be a float, got str"),
+        (lambda: optim.sgd(lr="0.1"), TypeError, "sgd: lr must be a number, got str"),
         (lambda: optim.sgd(momentum=-1.0), ValueError, "sgd: momentum"),
         (
             lambda: optim.sgd(dampening=1.5),
@@ -208,10 +228,10 @@ def test_optimizer_carries_its_default_lr() -> None:
         (lambda: optim.sgd(nesterov=True), ValueError, "sgd: nesterov=True needs momentum > 0"),
         (lambda: optim.sgd(momentum=0.9, dampening=0.1, nesterov=True), ValueError, "dampening == 0"),
         (lambda: optim.sgd(nesterov=1), TypeError, "sgd: nesterov must be a bool"),
-        (lambda: optim.momentum(momentum=0.0), ValueError, "momentum: momentum must be > 0"),
+        (lambda: optim.build("momentum", momentum=0.0), ValueError, "momentum: momentum must be > 0"),
         (lambda: optim.adam(betas=(0.9, 1.0)), ValueError, r"adam: betas\[1\] must be a finite number"),
         (lambda: optim.adam(betas=0.9), TypeError, "adam: betas must be a pair"),
-        (lambda: optim.adam(betas=("0.9", 0.99)), TypeError, r"adam: betas\[0\] must be a float, got str"),
+        (lambda: optim.adam(betas=("0.9", 0.99)), TypeError, r"adam: betas\[0\] must be a number, got str"),
         (lambda: optim.adam(eps=-1e-8), ValueError, "adam: eps"),
         (lambda: optim.adamw(weight_decay=-0.01), ValueError, "adamw: weight_decay"),
         (

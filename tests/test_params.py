@@ -100,9 +100,9 @@ def test_call_with_buffers_and_kwargs() -> None:
     torch.testing.assert_close(ltfunc.call(m, ltfunc.get_params(m), x2, scale=3.0), m(x2) * 3.0)
     with pytest.raises(TypeError, match="call: model must be"):
         ltfunc.call(lambda x: x, {}, x2)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="call: params must be a mapping of names to tensors, got list"):
+    with pytest.raises(TypeError, match="call: params must be a dict of tensors, got list"):
         ltfunc.call(m, list(ltfunc.get_params(m).values()), x2)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="call: buffers must be a mapping of names to tensors, got dict"):
+    with pytest.raises(TypeError, match="call: buffers must be a dict of tensors or None, got dict"):
         ltfunc.call(m, ltfunc.get_params(m), x2, buffers={"b": 1.0})
 
 
@@ -239,6 +239,10 @@ def test_save_tree_type_errors(tmp_path: Path) -> None:
         ltfunc.save_tree([torch.ones(1)], tmp_path / "x.safetensors")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="save_tree: tree"):
         ltfunc.save_tree({"a": [1.0]}, tmp_path / "x.safetensors")  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match=r"save_tree: tree keys must be str names, got \[0\]"):
+        ltfunc.save_tree({0: torch.ones(1)}, tmp_path / "x.safetensors")  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="save_tree: path must be a str or path, got int 5"):
+        ltfunc.save_tree({"a": torch.ones(1)}, 5)  # type: ignore[arg-type]
     assert not (tmp_path / "x.safetensors").exists()
 
 
@@ -260,6 +264,10 @@ def test_load_tree_bad_files(tmp_path: Path) -> None:
         ltfunc.load_tree(tmp_path / "absent.safetensors")
     with pytest.raises(ValueError, match="load_tree: device='gpu0'"):
         ltfunc.load_tree(f, device="gpu0")
+    with pytest.raises(TypeError, match=r"load_tree: device must be a str or torch\.device, got float"):
+        ltfunc.load_tree(f, device=0.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="load_tree: path must be a str or path, got NoneType"):
+        ltfunc.load_tree(None)  # type: ignore[arg-type]
     # valid safetensors whose ltfunc metadata is corrupt
     odd = tmp_path / "odd.safetensors"
     save_file({"w": torch.ones(2)}, str(odd), metadata={"ltfunc.order": "[not json"})

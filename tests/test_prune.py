@@ -327,6 +327,24 @@ def test_rates_unset_class_uses_default(conv2_params: dict[str, Tensor]) -> None
     assert k["fc3.weight"] == 2560 - removed(2560, 0.2)  # output falls back to fc
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"rate": 0.3},
+        {"sparsity": 0.6, "scope": "global"},
+        {
+            "rate": ltfunc.Rates(conv=0.1, fc=0.2, output=0.3, overrides={"fc2.weight": 0.5}),
+            "scope": "global",
+        },
+        {"sparsity": ltfunc.Rates(conv=0.5, fc=0.7)},
+    ],
+)
+def test_unchecked_core_equals_magnitude(conv2_params: dict[str, Tensor], kwargs: dict) -> None:
+    """prune._magnitude (for callers that validated their inputs) is prune.magnitude minus the checks."""
+    start = prune.magnitude(conv2_params, masks.ones(conv2_params), rate=0.2)
+    assert prune._magnitude(conv2_params, start, **kwargs) == prune.magnitude(conv2_params, start, **kwargs)
+
+
 # Purity --------------------------------------------------------------------------------------
 def _calls(p: dict[str, Tensor], m: Mask) -> dict[str, object]:
     other = Mask({k: torch.rand(v.shape) < 0.7 for k, v in m.items()})

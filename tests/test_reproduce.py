@@ -1,4 +1,4 @@
-"""Tests for ltfunc.reproduce and `ltfunc reproduce`: study registry, deviations, and an end-to-end
+"""Tests for ltfunc.studies and `ltfunc reproduce`: study registry, deviations, and an end-to-end
 smoke run on real MNIST at tiny settings (2 rounds, 30 iterations, 2 seeds)."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import matplotlib.image
 import pytest
 
 from ltfunc.cli import build_parser, main
-from ltfunc.experiment import ImpConfig, write_config
-from ltfunc.reproduce import (
+from ltfunc.config import ImpConfig
+from ltfunc.rundir import write_config
+from ltfunc.studies import (
     ROUND_FIELDS,
     RUN_FIELDS,
     STUDIES,

@@ -1,4 +1,4 @@
-"""The masked training step: semantics, pruned weights stay zero, compile once, evaluation, bad input."""
+"""The masked training step: semantics, pruned weights stay zero, compile once, state, bad input, eval."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from torch import nn
 
 import ltfunc
 from ltfunc import masks, optim
-from ltfunc.step import FlatState, TrainStep, evaluate, make_eval_step, make_train_step
+from ltfunc._flat import FlatState
+from ltfunc.evaluation import evaluate, make_eval_step
+from ltfunc.step import TrainState, TrainStep, make_train_step
 
 BATCH = 32
 
@@ -76,8 +78,9 @@ def adam_l2() -> optim.Optimizer:
 @pytest.fixture(scope="module")
 def compiled_adam(lenet: nn.Module, adam_l2: optim.Optimizer) -> TrainStep:
     step = make_train_step(lenet, adam_l2)
-    p = ltfunc.get_params(lenet)
-    step(p, adam_l2.init(p), None, lenet_batches(1)[0], 1e-3)  # compile now, not inside a test
+    step(
+        step.init(ltfunc.get_params(lenet)), None, lenet_batches(1)[0], 1e-3
+    )  # compile now, not inside a test
     return step
 
 
@@ -91,17 +94,16 @@ def compiled_sgd(nesterov_wd: optim.Optimizer) -> TrainStep:
     torch.manual_seed(0)
     model = TinyMLP()
     step = make_train_step(model, nesterov_wd)
-    p = ltfunc.get_params(model)
-    step(p, nesterov_wd.init(p), None, tiny_batches(1)[0], 0.05)
+    step(step.init(ltfunc.get_params(model)), None, tiny_batches(1)[0], 0.05)
     return step
 
 
-def run(step, params, opt_state, mask, batches, lrs):
+def run(step, state, mask, batches, lrs):
     losses = []
     for batch, lr in zip(batches, lrs, strict=True):
-        params, opt_state, metrics = step(params, opt_state, mask, batch, lr)
+        state, metrics = step(state, mask, batch, lr)
         losses.append(metrics["loss"])
-    return params, opt_state, torch.stack(losses)
+    return state, torch.stack(losses)
 
 
 # Semantics ---------------------------------------------------------------------------------
@@ -118,8 +120,9 @@ def test_matches_torch_optim_with_masked_grads_and_weights() -> None:
     )
     translated = optim.from_torch(opt)
     step = make_train_step(model, translated, compile=False)
-    got, _, _ = run(step, p0, translated.init(p0), mask, batches, [0.01] * len(batches))
-    assert tree_allclose(got, ltfunc.get_params(ref), rtol=1e-5, atol=1e-6)
+    got, _ = run(step, TrainState(p0, translated.init(p0)), mask, batches, [0.01] * len(batches))
+    assert tree_allclose(got.params, ltfunc.get_params(ref), rtol=1e-5, atol=1e-6)
+    assert got.iteration == len(batches)
 
 
 def test_metrics_are_the_loss_and_accuracy_of_the_masked_params_before_the_update() -> None:
@@ -129,7 +132,7 @@ def test_metrics_are_the_loss_and_accuracy_of_the_masked_params_before_the_updat
     mask = random_mask(p, 0.3, seed=2)
     x, y = tiny_batches(1)[0]
     step = make_train_step(model, optim.sgd(), compile=False)
-    _, _, metrics = step(p, optim.sgd().init(p), mask, (x, y), 0.1)
+    _, metrics = step(step.init(p), mask, (x, y), 0.1)
     logits = ltfunc.call(model, masks.apply(mask, p), x)
     assert set(metrics) == {"loss", "accuracy"}
     assert metrics["loss"].shape == () and metrics["accuracy"].shape == ()
@@ -145,11 +148,11 @@ def test_unmasked_input_params_are_pruned_in_the_forward_pass_and_output() -> No
     mask = random_mask(p, 0.5, seed=3)
     batch = tiny_batches(1)[0]
     step = make_train_step(model, optim.adam(), compile=False)
-    out_dense, _, m_dense = step(p, optim.adam().init(p), mask, batch, 1e-3)
-    out_masked, _, m_masked = step(masks.apply(mask, p), optim.adam().init(p), mask, batch, 1e-3)
+    out_dense, m_dense = step(step.init(p), mask, batch, 1e-3)
+    out_masked, m_masked = step(step.init(masks.apply(mask, p)), mask, batch, 1e-3)
     assert torch.equal(m_dense["loss"], m_masked["loss"])
-    assert ltfunc.tree_equal(out_dense, out_masked)
-    assert torch.count_nonzero(pruned_values(out_dense, mask)) == 0
+    assert ltfunc.tree_equal(out_dense.params, out_masked.params)
+    assert torch.count_nonzero(pruned_values(out_dense.params, mask)) == 0
 
 
 def test_mask_none_is_dense() -> None:
@@ -158,10 +161,10 @@ def test_mask_none_is_dense() -> None:
     p = ltfunc.get_params(model)
     step = make_train_step(model, optim.sgd(), compile=False)
     batches = tiny_batches(3)
-    dense, _, _ = run(step, p, optim.sgd().init(p), None, batches, [0.1] * 3)
-    ones, _, _ = run(step, p, optim.sgd().init(p), masks.ones(p), batches, [0.1] * 3)
+    dense, _ = run(step, step.init(p), None, batches, [0.1] * 3)
+    ones, _ = run(step, step.init(p), masks.ones(p), batches, [0.1] * 3)
     assert ltfunc.tree_equal(dense, ones)
-    assert all(torch.count_nonzero(v) == v.numel() for v in dense.values())
+    assert all(torch.count_nonzero(v) == v.numel() for v in dense.params.values())
 
 
 @pytest.mark.parametrize(
@@ -169,7 +172,7 @@ def test_mask_none_is_dense() -> None:
     [
         optim.sgd(lr=0.05, momentum=0.9, weight_decay=0.01),
         optim.sgd(lr=0.05, momentum=0.9, dampening=0.5, weight_decay=0.01),
-        optim.momentum(lr=0.05, nesterov=True, weight_decay=0.01),
+        optim.sgd(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
         optim.adam(lr=0.01, weight_decay=0.01),
         optim.adamw(lr=0.01, weight_decay=0.1),
     ],
@@ -183,10 +186,12 @@ def test_pruned_weights_stay_exactly_zero_eager(opt: optim.Optimizer) -> None:
     step = make_train_step(model, opt, compile=False)
     batches = tiny_batches(40)
     # dense training first, so the optimizer state is non-zero everywhere
-    p, s, _ = run(step, p, opt.init(p), None, batches[:20], [opt.lr] * 20)
+    state, _ = run(step, step.init(p), None, batches[:20], [opt.lr] * 20)
+    s = state.opt_state
     assert all(torch.count_nonzero(v) > 0 for v in (s.momentum if hasattr(s, "momentum") else s.mu).values())
-    mask = random_mask(p, 0.4, seed=4)
-    p, s, _ = run(step, p, s, mask, batches[20:], [opt.lr] * 20)  # same state: no reset
+    mask = random_mask(state.params, 0.4, seed=4)
+    state, _ = run(step, state, mask, batches[20:], [opt.lr] * 20)  # same state: no reset
+    p = state.params
     assert torch.count_nonzero(pruned_values(p, mask)) == 0
     kept = torch.cat([p[k][m] for k, m in mask.items()])
     assert torch.count_nonzero(kept) == kept.numel()  # the survivors still train
@@ -195,24 +200,24 @@ def test_pruned_weights_stay_exactly_zero_eager(opt: optim.Optimizer) -> None:
 def test_pruned_weights_stay_exactly_zero_compiled(compiled_adam: TrainStep, compiled_sgd: TrainStep) -> None:
     for step, make_batches in ((compiled_adam, lenet_batches), (compiled_sgd, tiny_batches)):
         opt = step.optimizer
-        p = ltfunc.get_params(step.model)
         batches = make_batches(60, seed=5)
-        p, s, _ = run(step, p, opt.init(p), None, batches[:20], [opt.lr] * 20)
-        mask = random_mask(p, 0.2, seed=6)
-        p, s, _ = run(step, p, s, mask, batches[20:], [opt.lr] * 40)
-        assert torch.count_nonzero(pruned_values(p, mask)) == 0, opt.name
-        assert int(s.count) == 60
+        state, _ = run(step, step.init(ltfunc.get_params(step.model)), None, batches[:20], [opt.lr] * 20)
+        mask = random_mask(state.params, 0.2, seed=6)
+        state, _ = run(step, state, mask, batches[20:], [opt.lr] * 40)
+        assert torch.count_nonzero(pruned_values(state.params, mask)) == 0, opt.name
+        assert int(state.opt_state.count) == 60 and state.iteration == 60
 
 
 def test_step_does_not_modify_its_inputs(compiled_adam: TrainStep, adam_l2: optim.Optimizer) -> None:
     p = ltfunc.get_params(compiled_adam.model)
     mask = random_mask(p, 0.5, seed=7)
     batch = lenet_batches(1, seed=7)[0]
-    p, s, _ = compiled_adam(p, adam_l2.init(p), None, batch, 1e-3)  # non-trivial state
-    before = tree_clone((p, s, dict(mask.items()), batch))
-    new_p, _, _ = compiled_adam(p, s, mask, batch, 1e-3)
-    assert ltfunc.tree_equal((p, s, dict(mask.items()), batch), before)
-    assert not tree_allclose(new_p, p)
+    state, _ = compiled_adam(compiled_adam.init(p), None, batch, 1e-3)  # non-trivial state
+    before = tree_clone((state, dict(mask.items()), batch))
+    new, _ = compiled_adam(state, mask, batch, 1e-3)  # fed back: views of the step's own buffers
+    assert ltfunc.tree_equal((state, dict(mask.items()), batch), before)
+    assert not tree_allclose(new.params, state.params)
+    assert (state.iteration, new.iteration) == (1, 2)
 
 
 # Eager vs compiled, compile once ------------------------------------------------------------
@@ -233,15 +238,15 @@ def test_eager_and_compiled_agree_across_masks_lrs_and_resets(
     ]
     results = []
     for step in (eager, compiled_adam):
-        p, s = p0, adam_l2.init(p0)
+        state = TrainState(p0, adam_l2.init(p0))
         losses = []
         for i, (mask, lr, reset) in enumerate(schedule):
             if reset:
-                s = adam_l2.init(p)
+                state = state._replace(opt_state=adam_l2.init(state.params))
             for batch in batches[2 * i : 2 * i + 2]:
-                p, s, metrics = step(p, s, mask, batch, lr)
+                state, metrics = step(state, mask, batch, lr)
                 losses.append(metrics["loss"])
-        results.append((p, s, torch.stack(losses)))
+        results.append((state.params, state.opt_state, torch.stack(losses)))
     (pe, se, le), (pc, sc, lc) = results
     assert torch.allclose(le, lc, rtol=1e-5, atol=1e-6)
     diffs = {k: float((pe[k] - pc[k]).abs().max()) for k in pe}
@@ -260,18 +265,17 @@ def test_no_recompilation_across_masks_lrs_and_optimizer_resets(
     before_graphs = counters["stats"]["unique_graphs"]
     before_breaks = sum(counters["graph_break"].values())
     assert compiled_adam.num_compiles == 1
-    p = ltfunc.get_params(compiled_adam.model)
-    s = adam_l2.init(p)
+    state = compiled_adam.init(ltfunc.get_params(compiled_adam.model))
     batches = itertools.cycle(lenet_batches(4, seed=11))
     lrs = [1e-3, torch.tensor(3e-4), 1e-4, 0.0, torch.tensor(2e-3, dtype=torch.float64)]
     for round_ in range(4):  # e.g. IMP rounds: a new mask and a fresh optimizer state each
-        mask = random_mask(p, 0.8**round_, seed=20 + round_)
-        s = adam_l2.init(p)
+        mask = random_mask(state.params, 0.8**round_, seed=20 + round_)
+        state = compiled_adam.init(state.params)
         for lr in lrs:  # an lr schedule within the round
-            p, s, _ = compiled_adam(p, s, mask, next(batches), lr)
-        # the flat fast path shares the same compiled code
-        fs, _ = compiled_adam.flat_step(compiled_adam.pack(p, s), mask, next(batches), 1e-3)
-        p, s = compiled_adam.unpack(fs)
+            state, _ = compiled_adam(state, mask, next(batches), lr)
+        # the internal flat path (a fresh copy, flattened) shares the same compiled code
+        fs, _ = compiled_adam._flat_step(compiled_adam._pack(tree_clone(state)), mask, next(batches), 1e-3)
+        state = compiled_adam._unpack(fs, state.iteration + 1)
     assert compiled_adam.num_compiles == 1
     assert counters["stats"]["unique_graphs"] == before_graphs
     assert sum(counters["graph_break"].values()) == before_breaks  # fullgraph: nothing broke
@@ -288,51 +292,84 @@ def test_each_step_has_its_own_compile_cache(lenet: nn.Module, adam_l2: optim.Op
     assert a.num_compiles == 0 and b.num_compiles == 0  # compiling is lazy
 
 
-# Dict interface and the flat fast path --------------------------------------------------------
-def test_fed_back_outputs_and_fresh_copies_give_the_same_results() -> None:
+# The state, fed back and fresh; the internal flat path ----------------------------------------
+def _storage(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+def test_fed_back_states_and_fresh_copies_give_the_same_results() -> None:
     torch.manual_seed(0)
     model = TinyMLP()
-    opt = optim.momentum(lr=0.05)
+    opt = optim.sgd(lr=0.05, momentum=0.9)
     p0 = ltfunc.get_params(model)
     mask = random_mask(p0, 0.5, seed=12)
     batches = tiny_batches(6, seed=12)
     step = make_train_step(model, opt, compile=False)
-    fed, s_fed, _ = run(step, p0, opt.init(p0), mask, batches, [0.05] * 6)
-    p, s = p0, opt.init(p0)
+    fed, _ = run(step, step.init(p0), mask, batches, [0.05] * 6)
+    state = step.init(p0)
     for batch in batches:  # copies defeat the identity fast path every time
-        p, s, _ = step(tree_clone(p), tree_clone(s), mask, batch, 0.05)
-    assert ltfunc.tree_equal(fed, p) and ltfunc.tree_equal(s_fed, s)
+        state, _ = step(tree_clone(state), mask, batch, 0.05)
+    assert ltfunc.tree_equal(fed, state)  # params, optimizer state, iteration and buffers
+    # a returned state is packed for free (its params are views of the flat buffer), a copy is flattened
+    assert _storage(step._pack(state).params) == _storage(state.params["fc1.weight"])
+    assert _storage(step._pack(tree_clone(state)).params) != _storage(state.params["fc1.weight"])
 
 
-def test_a_changed_tensor_in_a_returned_dict_is_used() -> None:
+def test_a_changed_tensor_in_a_returned_state_is_used() -> None:
     torch.manual_seed(0)
     model = TinyMLP()
-    opt = optim.sgd(lr=0.1)
-    p = ltfunc.get_params(model)
-    step = make_train_step(model, opt, compile=False)
+    step = make_train_step(model, optim.sgd(lr=0.1), compile=False)
     batch = tiny_batches(1)[0]
-    p, s, _ = step(p, opt.init(p), None, batch, 0.1)
-    edited = dict(p)
-    edited["fc2.bias"] = torch.full_like(p["fc2.bias"], 3.0)
-    out, _, _ = step(edited, s, None, batch, 0.0)  # lr 0: the params pass through unchanged
-    assert torch.equal(out["fc2.bias"], edited["fc2.bias"])
-    assert torch.equal(out["fc1.weight"], p["fc1.weight"])
+    state, _ = step(step.init(ltfunc.get_params(model)), None, batch, 0.1)
+    edited = dict(state.params)
+    edited["fc2.bias"] = torch.full_like(state.params["fc2.bias"], 3.0)
+    out, _ = step(state._replace(params=edited), None, batch, 0.0)  # lr 0: the params pass through
+    assert torch.equal(out.params["fc2.bias"], edited["fc2.bias"])
+    assert torch.equal(out.params["fc1.weight"], state.params["fc1.weight"])
 
 
-def test_outputs_are_dict_pytrees_of_the_optimizer_state_type() -> None:
+def test_outputs_are_a_train_state_of_dict_pytrees_of_the_optimizer_state_type() -> None:
     torch.manual_seed(0)
     model = TinyMLP()
     opt = optim.adam()
     p = ltfunc.get_params(model)
     step = make_train_step(model, opt, compile=False)
-    out, s, _ = step(p, opt.init(p), None, tiny_batches(1)[0], 1e-3)
-    assert type(out) is dict and list(out) == list(p)
-    assert all(out[k].shape == p[k].shape for k in p)
+    out, _ = step(step.init(p, iteration=4), None, tiny_batches(1)[0], 1e-3)
+    assert isinstance(out, TrainState) and out.iteration == 5 and out.buffers == {}
+    assert type(out.params) is dict and list(out.params) == list(p)
+    assert all(out.params[k].shape == p[k].shape for k in p)
+    s = out.opt_state
     assert isinstance(s, optim.AdamState) and list(s.mu) == list(p) and s.mu["fc1.weight"].shape == (16, 12)
-    ltfunc.save_tree(ltfunc.snapshot(out), __import__("tempfile").mktemp(suffix=".safetensors"))
+    ltfunc.save_tree(ltfunc.snapshot(out.params), __import__("tempfile").mktemp(suffix=".safetensors"))
 
 
-def test_flat_fast_path_equals_dict_interface() -> None:
+def test_init_makes_a_fresh_state_and_checks_its_arguments() -> None:
+    torch.manual_seed(0)
+    model = TinyMLP()
+    opt = optim.adam()
+    p = ltfunc.get_params(model)
+    step = make_train_step(model, opt, compile=False)
+    state = step.init(p)
+    assert isinstance(state, TrainState) and state.iteration == 0 and state.buffers == {}
+    assert all(state.params[k] is p[k] for k in p)  # not copied
+    assert ltfunc.tree_equal(state.opt_state, opt.init(p))
+    assert step.init(p, iteration=7).iteration == 7
+    with pytest.raises(
+        TypeError,
+        match=r"init: params must be a dict of float tensors keyed like the model's parameters, got list",
+    ):
+        step.init(list(p.values()))
+    with pytest.raises(ValueError, match=r"init: params keys do not match the model's parameters"):
+        step.init({k: v for k, v in p.items() if k != "fc2.bias"})
+    with pytest.raises(ValueError, match="init: iteration must be an int >= 0, got -1"):
+        step.init(p, iteration=-1)
+    with pytest.raises(TypeError, match="init: buffers must be a dict of tensors"):
+        step.init(p, buffers=[torch.zeros(1)])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"init: buffers keys do not match the model's buffers: .*\['x'\]"):
+        step.init(p, buffers={"x": torch.zeros(1)})
+
+
+def test_internal_flat_path_equals_the_public_call() -> None:
     torch.manual_seed(0)
     model = TinyMLP()
     opt = optim.adamw(lr=0.01)
@@ -340,16 +377,16 @@ def test_flat_fast_path_equals_dict_interface() -> None:
     mask = random_mask(p0, 0.6, seed=13)
     batches = tiny_batches(5, seed=13)
     step = make_train_step(model, opt, compile=False)
-    p_dict, s_dict, losses = run(step, p0, opt.init(p0), mask, batches, [0.01] * 5)
-    fs = step.pack(p0)
+    public, losses = run(step, step.init(p0), mask, batches, [0.01] * 5)
+    fs = step._pack(step.init(p0))
     assert isinstance(fs, FlatState) and fs.params.shape == (sum(v.numel() for v in p0.values()),)
+    assert fs.buffers == {}
     flat_losses = []
     for batch in batches:
-        fs, metrics = step.flat_step(fs, mask, batch, 0.01)
+        fs, metrics = step._flat_step(fs, mask, batch, 0.01)
         flat_losses.append(metrics["loss"])
-    p_flat, s_flat = step.unpack(fs)
     assert torch.equal(losses, torch.stack(flat_losses))
-    assert ltfunc.tree_equal(p_dict, p_flat) and ltfunc.tree_equal(s_dict, s_flat)
+    assert ltfunc.tree_equal(public, step._unpack(fs, 5))
 
 
 def test_pack_and_unpack_round_trip() -> None:
@@ -359,16 +396,18 @@ def test_pack_and_unpack_round_trip() -> None:
     p = ltfunc.get_params(model)
     step = make_train_step(model, opt, compile=False)
     s = opt.init(p)._replace(count=torch.tensor(7))
-    back_p, back_s = step.unpack(step.pack(p, s))
-    assert ltfunc.tree_equal(back_p, p) and ltfunc.tree_equal(back_s, s)
-    with pytest.raises(TypeError, match="unpack: state must be a FlatState"):
-        step.unpack((p, s))  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"flat_step: state\.params must be a 1-D float tensor of 293"):
-        step.flat_step(FlatState(torch.zeros(5), s), None, tiny_batches(1)[0], 0.1)
-    with pytest.raises(ValueError, match="pack: params keys do not match"):
-        step.pack({k: v for k, v in p.items() if k != "fc2.bias"})
-    with pytest.raises(TypeError, match="pack: opt_state does not have the structure"):
-        step.pack(p, optim.sgd(momentum=0.9).init(p))
+    back = step._unpack(step._pack(TrainState(p, s, 3)), 3)
+    assert ltfunc.tree_equal(back, TrainState(p, s, 3))
+    with pytest.raises(TypeError, match="train_step: state must be a TrainState"):
+        step._pack((p, s))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="train_step: state must be a FlatState"):
+        step._flat_step((p, s), None, tiny_batches(1)[0], 0.1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"train_step: state\.params must be a 1-D float tensor of 293"):
+        step._flat_step(FlatState(torch.zeros(5), s, {}), None, tiny_batches(1)[0], 0.1)
+    with pytest.raises(ValueError, match=r"fit: state\.params keys do not match"):
+        step._pack(TrainState({k: v for k, v in p.items() if k != "fc2.bias"}, s), func="fit")
+    with pytest.raises(TypeError, match=r"train_step: state\.opt_state does not have the structure"):
+        step._pack(TrainState(p, optim.sgd(momentum=0.9).init(p)))
 
 
 def test_no_host_sync_inside_the_step(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -379,16 +418,16 @@ def test_no_host_sync_inside_the_step(monkeypatch: pytest.MonkeyPatch) -> None:
     mask = random_mask(p, 0.5, seed=14)
     step = make_train_step(model, opt, compile=False)
     batch = tiny_batches(1)[0]
-    p, s, _ = step(p, opt.init(p), mask, batch, 0.1)  # caches warm (mask, lr)
+    state, _ = step(step.init(p), mask, batch, 0.1)  # caches warm (mask, lr)
 
     def forbidden(*args, **kwargs):
         raise AssertionError("host sync inside the step")
 
     for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
         monkeypatch.setattr(torch.Tensor, name, forbidden)
-    p, s, metrics = step(p, s, mask, batch, 0.1)
+    state, metrics = step(state, mask, batch, 0.1)
     monkeypatch.undo()
-    assert metrics["loss"].shape == ()
+    assert metrics["loss"].shape == () and state.iteration == 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -399,16 +438,15 @@ def test_runs_on_cuda_with_device_following_the_params() -> None:
     p_cpu = ltfunc.get_params(model)
     mask = random_mask(p_cpu, 0.5, seed=15)
     batches = tiny_batches(4)
-    ref, _, _ = run(
-        make_train_step(model, opt, compile=False), p_cpu, opt.init(p_cpu), mask, batches, [0.01] * 4
-    )
+    eager = make_train_step(model, opt, compile=False)
+    ref, _ = run(eager, eager.init(p_cpu), mask, batches, [0.01] * 4)
     p = {k: v.cuda() for k, v in p_cpu.items()}
     step = make_train_step(model, opt)
-    out, s, metrics = run(
-        step, p, opt.init(p), mask.to("cuda"), [(x.cuda(), y.cuda()) for x, y in batches], [0.01] * 4
+    out, metrics = run(
+        step, step.init(p), mask.to("cuda"), [(x.cuda(), y.cuda()) for x, y in batches], [0.01] * 4
     )
-    assert metrics.device.type == "cuda" and s.count.device.type == "cuda"
-    assert tree_allclose({k: v.cpu() for k, v in out.items()}, ref, rtol=1e-4, atol=1e-5)
+    assert metrics.device.type == "cuda" and out.opt_state.count.device.type == "cuda"
+    assert tree_allclose({k: v.cpu() for k, v in out.params.items()}, ref.params, rtol=1e-4, atol=1e-5)
     assert step.num_compiles == 1
 
 
@@ -430,16 +468,22 @@ def _bad_cases():
     return [
         # (what to replace, value or function of (p, s, mask, batch), exception, message)
         (
+            "state",
+            lambda p, s, m, b: (p, s),
+            TypeError,
+            "train_step: state must be a TrainState .from step.init., got tuple",
+        ),
+        (
             "params",
             lambda p, s, m, b: list(p.values()),
             TypeError,
-            "train_step: params must be a dict of float tensors",
+            "train_step: state.params must be a dict of float tensors",
         ),
         (
             "params",
             lambda p, s, m, b: {**p, "fc1.weight": p["fc1.weight"].long()},
             TypeError,
-            r"train_step: params\['fc1.weight'\] must be a float tensor, got torch.int64",
+            r"train_step: state.params\['fc1.weight'\] must be a float tensor, got torch.int64",
         ),
         (
             "params",
@@ -451,13 +495,33 @@ def _bad_cases():
             "params",
             lambda p, s, m, b: {**p, "fc1.bias": torch.zeros(3)},
             ValueError,
-            r"params\['fc1.bias'\] has shape \(3,\), the model expects \(16,\)",
+            r"state.params\['fc1.bias'\] has shape \(3,\), the model expects \(16,\)",
         ),
         (
             "params",
             lambda p, s, m, b: {**p, "fc1.bias": p["fc1.bias"].double()},
             ValueError,
             "all params must share one dtype and device",
+        ),
+        (
+            "iteration",
+            lambda p, s, m, b: -1,
+            ValueError,
+            "train_step: state.iteration must be an int >= 0, got -1",
+        ),
+        ("iteration", lambda p, s, m, b: 1.0, TypeError, "train_step: state.iteration must be an int"),
+        (
+            "buffers",
+            lambda p, s, m, b: None,
+            TypeError,
+            r"train_step: state.buffers must be a dict of tensors \(ltfunc.get_buffers\(model\); \{\} for",
+        ),
+        (
+            "buffers",
+            lambda p, s, m, b: {"running_mean": torch.zeros(3)},
+            ValueError,
+            r"train_step: state.buffers keys do not match the model's buffers: missing \[\], "
+            r"unexpected \['running_mean'\]",
         ),
         (
             "mask",
@@ -521,20 +585,30 @@ def _bad_cases():
             TypeError,
             "train_step: batch x must be a tensor, got ndarray",
         ),
-        ("lr", lambda p, s, m, b: -1e-3, ValueError, "train_step: lr must be finite and >= 0, got -0.001"),
+        (
+            "lr",
+            lambda p, s, m, b: -1e-3,
+            ValueError,
+            r"train_step: lr must be a finite number in \[0.0, inf\), got -0.001",
+        ),
         (
             "lr",
             lambda p, s, m, b: float("nan"),
             ValueError,
-            "train_step: lr must be finite and >= 0, got nan",
+            r"train_step: lr must be a finite number in \[0.0, inf\), got nan",
         ),
         (
             "lr",
             lambda p, s, m, b: float("inf"),
             ValueError,
-            "train_step: lr must be finite and >= 0, got inf",
+            r"train_step: lr must be a finite number in \[0.0, inf\), got inf",
         ),
-        ("lr", lambda p, s, m, b: torch.tensor(-1.0), ValueError, "train_step: lr must be finite and >= 0"),
+        (
+            "lr",
+            lambda p, s, m, b: torch.tensor(-1.0),
+            ValueError,
+            r"train_step: lr must be a finite number in \[0.0, inf\)",
+        ),
         (
             "lr",
             lambda p, s, m, b: torch.tensor([1e-3]),
@@ -545,13 +619,14 @@ def _bad_cases():
             "lr",
             lambda p, s, m, b: "1e-3",
             TypeError,
-            "train_step: lr must be a float or a 0-d tensor, got str",
+            "train_step: lr must be a float or a 0-d float tensor, got str '1e-3'",
         ),
         (
             "opt_state",
             lambda p, s, m, b: optim.sgd().init(p),
             TypeError,
-            r"train_step: opt_state does not have the structure of this step's optimizer state \(adam\)",
+            r"train_step: state.opt_state does not have the structure of this step's optimizer state "
+            r"\(adam\)",
         ),
         (
             "opt_state",
@@ -565,22 +640,31 @@ def _bad_cases():
 @pytest.mark.parametrize(("field", "make", "exc", "match"), _bad_cases())
 def test_bad_input_is_rejected_before_any_work(tiny_setup, field, make, exc, match) -> None:
     step, p, s, mask, batch = tiny_setup
-    args = {"params": p, "opt_state": s, "mask": mask, "batch": batch, "lr": 1e-3}
+    args = {
+        "params": p,
+        "opt_state": s,
+        "iteration": 0,
+        "buffers": {},
+        "mask": mask,
+        "batch": batch,
+        "lr": 1e-3,
+    }
     args[field] = make(p, s, mask, batch)
+    state = args["state"] if field == "state" else TrainState(*(args[k] for k in TrainState._fields))
     before = tree_clone((p, s))
     with pytest.raises(exc, match=match):
-        step(args["params"], args["opt_state"], args["mask"], args["batch"], args["lr"])
+        step(state, args["mask"], args["batch"], args["lr"])
     assert ltfunc.tree_equal((p, s), before)
 
 
 def test_bad_input_to_the_compiled_step_does_not_compile(compiled_adam: TrainStep, adam_l2) -> None:
-    p = ltfunc.get_params(compiled_adam.model)
+    state = compiled_adam.init(ltfunc.get_params(compiled_adam.model))
     x, y = lenet_batches(1)[0]
     n = compiled_adam.num_compiles
     with pytest.raises(ValueError, match="batch x has per-example shape"):
-        compiled_adam(p, adam_l2.init(p), None, (x.reshape(BATCH, 784), y), 1e-3)
-    with pytest.raises(ValueError, match="lr must be finite"):
-        compiled_adam(p, adam_l2.init(p), None, (x, y), -1.0)
+        compiled_adam(state, None, (x.reshape(BATCH, 784), y), 1e-3)
+    with pytest.raises(ValueError, match="lr must be a finite number"):
+        compiled_adam(state, None, (x, y), -1.0)
     assert compiled_adam.num_compiles == n
 
 
@@ -592,7 +676,7 @@ def test_bad_input_to_the_compiled_step_does_not_compile(compiled_adam: TrainSte
         ({"optimizer": None}, TypeError, "translate torch.optim ones with ltfunc.optim.from_torch"),
         ({"loss_fn": 3}, TypeError, "make_train_step: loss_fn must be callable"),
         ({"compile": "yes"}, TypeError, "make_train_step: compile must be a bool"),
-        ({"buffers": [1]}, TypeError, "make_train_step: buffers must be a dict of tensors"),
+        ({"buffers": {}}, TypeError, "unexpected keyword argument 'buffers'"),  # buffers live in the state
         ({"model": nn.ReLU()}, ValueError, "make_train_step: ReLU has no parameters to train"),
     ],
 )
@@ -602,7 +686,6 @@ def test_make_train_step_rejects_bad_arguments(kwargs, exc, match) -> None:
         "optimizer": optim.sgd(),
         "loss_fn": F.cross_entropy,
         "compile": False,
-        "buffers": None,
     }
     args.update(kwargs)
     with pytest.raises(exc, match=match):
@@ -701,7 +784,8 @@ def test_compiled_evaluation_matches_eager() -> None:
             ValueError,
             "split is on meta but params are on cpu",
         ),
-        ({"batch_size": 0}, ValueError, "evaluate: batch_size must be a positive int, got 0"),
+        ({"batch_size": 0}, ValueError, "evaluate: batch_size must be an int >= 1, got 0"),
+        ({"batch_size": 2.0}, TypeError, "evaluate: batch_size must be an int, got float 2.0"),
         (
             {"mask": {"fc1.weight": torch.ones(16, 12, dtype=torch.bool)}},
             TypeError,
@@ -725,7 +809,7 @@ def test_evaluate_rejects_bad_input(change, exc, match) -> None:
         evaluate(args["model"], args["params"], args["mask"], args["split"], batch_size=args["batch_size"])
 
 
-# BatchNorm: buffers in, updated buffers out --------------------------------------------------
+# BatchNorm: the state carries the buffers, the step returns the updated ones ----------------
 def bn_batches(n: int, seed: int = 0, size: int = 16) -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
     return [
@@ -748,8 +832,7 @@ def bn_model() -> nn.Module:
 def compiled_bn(bn_model: nn.Module) -> TrainStep:
     opt = optim.sgd(lr=0.05, momentum=0.9, weight_decay=1e-3)
     step = make_train_step(bn_model, opt)
-    p = ltfunc.get_params(bn_model)
-    step(p, opt.init(p), None, bn_batches(1)[0], 0.05, buffers=ltfunc.get_buffers(bn_model))  # compile now
+    step(step.init(ltfunc.get_params(bn_model)), None, bn_batches(1)[0], 0.05)  # compile now
     return step
 
 
@@ -765,12 +848,13 @@ def test_batchnorm_step_matches_a_torch_module_in_training_mode(
     ref, torch_opt, ref_losses = train_reference(bn_model, sgd_momentum, mask, batches)
     opt = optim.from_torch(torch_opt)
     step = compiled_bn if compiled else make_train_step(bn_model, opt, compile=False)
-    p, s, b = p0, opt.init(p0), b0
+    state = TrainState(p0, opt.init(p0), 0, b0)
     before = tree_clone((p0, b0))
     losses = []
     for batch in batches:
-        p, s, metrics, b = step(p, s, mask, batch, 0.05, buffers=b)
+        state, metrics = step(state, mask, batch, 0.05)
         losses.append(float(metrics["loss"]))
+    p, b = state.params, state.buffers
     assert ltfunc.tree_equal((p0, b0), before)  # the given buffers were not updated in place
     ref_buffers = ltfunc.get_buffers(ref)
     assert int(ref_buffers["bn.num_batches_tracked"]) == 5
@@ -788,33 +872,58 @@ def test_batchnorm_step_matches_a_torch_module_in_training_mode(
         assert step.num_compiles == 1
 
 
-def test_batchnorm_flat_path_carries_the_buffers_like_the_dict_interface(bn_model: nn.Module) -> None:
+def test_batchnorm_flat_path_carries_the_buffers_like_the_public_call(bn_model: nn.Module) -> None:
     opt = optim.adam(lr=1e-2)
     step = make_train_step(bn_model, opt, compile=False)
     p0, b0 = ltfunc.get_params(bn_model), ltfunc.get_buffers(bn_model)
     batches = bn_batches(3, seed=32)
-    p, s, b = p0, opt.init(p0), b0
+    state = step.init(p0, buffers=b0)
     for batch in batches:
-        p, s, _, b = step(p, s, None, batch, 1e-2, buffers=b)
-    fs = step.pack(p0, None, b0)
-    assert fs.buffers is not None and fs.buffers["bn.running_mean"] is b0["bn.running_mean"]  # not copied
+        state, _ = step(state, None, batch, 1e-2)
+    fs = step._pack(step.init(p0, buffers=b0))
+    assert fs.buffers["bn.running_mean"] is b0["bn.running_mean"]  # not copied
     for batch in batches:
-        fs, _ = step.flat_step(fs, None, batch, 1e-2)
-    assert ltfunc.tree_equal(step.unpack(fs), (p, s)) and ltfunc.tree_equal(fs.buffers, b)
+        fs, _ = step._flat_step(fs, None, batch, 1e-2)
+    assert ltfunc.tree_equal(step._unpack(fs, 3), state)
     assert int(fs.buffers["bn1.num_batches_tracked"]) == 3
 
 
-def test_batchnorm_in_training_mode_without_buffers_is_refused_before_any_work(
+def test_batchnorm_buffers_are_carried_and_updated_in_the_state(
+    bn_model: nn.Module, compiled_bn: TrainStep
+) -> None:
+    """Every step reads state.buffers and returns the updated ones; nothing else is touched."""
+    own = ltfunc.get_buffers(bn_model)
+    start = compiled_bn.init(ltfunc.get_params(bn_model))
+    assert ltfunc.tree_equal(start.buffers, own)  # init: copies of the model's buffers
+    assert all(start.buffers[k] is not v for k, v in ltfunc.get_buffers(bn_model, copy=False).items())
+    before = tree_clone(start)
+    one, _ = compiled_bn(start, None, bn_batches(1, seed=37)[0], 0.05)
+    two, _ = compiled_bn(one, None, bn_batches(1, seed=38)[0], 0.05)  # fed back
+    assert [int(s.buffers["bn.num_batches_tracked"]) for s in (start, one, two)] == [0, 1, 2]
+    for k in ("bn.running_mean", "bn1.running_var"):
+        assert not torch.equal(one.buffers[k], start.buffers[k]) and not torch.equal(
+            two.buffers[k], one.buffers[k]
+        )
+    assert ltfunc.tree_equal(start, before) and ltfunc.tree_equal(ltfunc.get_buffers(bn_model), own)
+    # an edited buffer in a returned state is what the next step reads
+    edited = {**one.buffers, "bn.num_batches_tracked": torch.tensor(41)}
+    again, _ = compiled_bn(one._replace(buffers=edited), None, bn_batches(1, seed=38)[0], 0.05)
+    assert int(again.buffers["bn.num_batches_tracked"]) == 42
+    assert compiled_bn.num_compiles == 1
+
+
+def test_a_state_without_the_models_buffers_is_refused_before_any_work(
     bn_model: nn.Module, compiled_bn: TrainStep
 ) -> None:
     p = ltfunc.get_params(bn_model)
-    s = compiled_bn.optimizer.init(p)
+    state = TrainState(p, compiled_bn.optimizer.init(p))  # built by hand: buffers={}
     n = compiled_bn.num_compiles
-    match = r"ConvBN has normalization layers in training mode \(bn, bn1\) .* but no buffers were given"
-    with pytest.raises(ValueError, match="train_step: " + match):
-        compiled_bn(p, s, None, bn_batches(1, size=8)[0], 0.05)  # a new batch size: would compile
-    with pytest.raises(ValueError, match="flat_step: " + match):
-        compiled_bn.flat_step(compiled_bn.pack(p, s), None, bn_batches(1, size=8)[0], 0.05)
+    match = (
+        r"train_step: state.buffers keys do not match the model's buffers: missing \['bn.running_mean', "
+        r".*step.init\(params\) fills them in"
+    )
+    with pytest.raises(ValueError, match=match):
+        compiled_bn(state, None, bn_batches(1, size=8)[0], 0.05)  # a new batch size: would compile
     assert compiled_bn.num_compiles == n
 
 
@@ -827,12 +936,13 @@ def test_batchnorm_in_eval_mode_trains_with_the_fixed_statistics(bn_model: nn.Mo
     opt = optim.sgd(lr=0.1)
     step = make_train_step(frozen, opt, compile=False)
     x, y = bn_batches(1, seed=33)[0]
-    out, _, metrics = step(p, opt.init(p), None, (x, y), 0.1)  # the 3-tuple: step's own buffers
+    state = step.init(p)  # the model's statistics, copied
+    assert ltfunc.tree_equal(state.buffers, b)
+    out, metrics = step(state, None, (x, y), 0.1)
     with torch.no_grad():
         assert torch.allclose(metrics["loss"], F.cross_entropy(frozen(x), y))
-    _, _, _, new_b = step(p, opt.init(p), None, (x, y), 0.1, buffers=b)
-    assert ltfunc.tree_equal(new_b, b) and new_b["bn.running_mean"] is not b["bn.running_mean"]
-    assert not ltfunc.tree_equal(out, p)
+    assert ltfunc.tree_equal(out.buffers, b) and out.buffers["bn.running_mean"] is not b["bn.running_mean"]
+    assert not ltfunc.tree_equal(out.params, p)
 
 
 def _bad_buffers():
@@ -842,23 +952,23 @@ def _bad_buffers():
         (
             lambda b: {k: v for k, v in b.items() if k != "bn.running_var"},
             ValueError,
-            r"buffers keys do not match the step's buffers: missing \['bn.running_var'\], unexpected \[\]",
+            r"buffers keys do not match the model's buffers: missing \['bn.running_var'\], unexpected \[\]",
         ),
         (
             lambda b: {**b, "extra": torch.zeros(1)},
             ValueError,
-            r"buffers keys do not match the step's buffers: missing \[\], unexpected \['extra'\]",
+            r"buffers keys do not match the model's buffers: missing \[\], unexpected \['extra'\]",
         ),
         (
             lambda b: {**b, "bn.running_mean": torch.zeros(5)},
             ValueError,
-            r"buffers\['bn.running_mean'\] is torch.float32 with shape \(5,\), the step expects "
+            r"buffers\['bn.running_mean'\] is torch.float32 with shape \(5,\), the model has "
             r"torch.float32 with shape \(4,\)",
         ),
         (
             lambda b: {**b, "bn.num_batches_tracked": torch.tensor(0.0)},
             ValueError,
-            r"buffers\['bn.num_batches_tracked'\] is torch.float32 .* expects torch.int64",
+            r"buffers\['bn.num_batches_tracked'\] is torch.float32 .* has torch.int64",
         ),
         (
             lambda b: {**b, "bn.running_var": [1.0] * 4},
@@ -874,24 +984,25 @@ def _bad_buffers():
 
 
 @pytest.mark.parametrize(("make", "exc", "match"), _bad_buffers())
-def test_bad_buffers_are_rejected_by_the_step_and_pack(bn_model: nn.Module, make, exc, match) -> None:
+def test_bad_buffers_are_rejected_by_the_step_and_init(bn_model: nn.Module, make, exc, match) -> None:
     opt = optim.sgd()
     step = make_train_step(bn_model, opt, compile=False)
     p, b = ltfunc.get_params(bn_model), ltfunc.get_buffers(bn_model)
     before = tree_clone((p, b))
-    with pytest.raises(exc, match="train_step: " + match):
-        step(p, opt.init(p), None, bn_batches(1)[0], 0.1, buffers=make(b))
-    with pytest.raises(exc, match="pack: " + match):
-        step.pack(p, None, make(b))
+    with pytest.raises(exc, match="train_step: state." + match):
+        step(TrainState(p, opt.init(p), 0, make(b)), None, bn_batches(1)[0], 0.1)
+    with pytest.raises(exc, match="init: " + match):
+        step.init(p, buffers=make(b))
     assert ltfunc.tree_equal((p, b), before)
 
 
 def test_evaluate_uses_the_given_running_statistics_in_eval_mode(bn_model: nn.Module) -> None:
     opt = optim.sgd(lr=0.05)
     step = make_train_step(bn_model, opt, compile=False)
-    p, s, b = ltfunc.get_params(bn_model), opt.init(ltfunc.get_params(bn_model)), ltfunc.get_buffers(bn_model)
+    state = step.init(ltfunc.get_params(bn_model))
     for batch in bn_batches(4, seed=34):
-        p, s, _, b = step(p, s, None, batch, 0.05, buffers=b)
+        state, _ = step(state, None, batch, 0.05)
+    p, b = state.params, state.buffers
     x, y = bn_batches(1, seed=35, size=40)[0]
     trained = copy.deepcopy(bn_model)
     ltfunc.load_into(trained, {**p, **b})
@@ -936,12 +1047,13 @@ def test_cumulative_average_batchnorm_trains_eagerly_and_is_a_clear_error_compil
         for x, _ in batches:
             ref(x)  # lr 0 below: the weights stay, only the statistics move
     opt = optim.sgd()
-    p, b = ltfunc.get_params(net), ltfunc.get_buffers(net)
     step = make_train_step(net, opt, compile=False)
+    state = step.init(ltfunc.get_params(net))
     for batch in batches:
-        p, _, _, b = step(p, opt.init(p), None, batch, 0.0, buffers=b)
+        state, _ = step(state, None, batch, 0.0)
+    b = state.buffers
     assert tree_allclose(b, ltfunc.get_buffers(ref)) and int(b["1.num_batches_tracked"]) == 3
     compiled = make_train_step(net, opt)
     with pytest.raises(ValueError, match=r"train_step: normalization layers \['1'\] have momentum=None"):
-        compiled(p, opt.init(p), None, batches[0], 0.0, buffers=b)
+        compiled(state, None, batches[0], 0.0)
     assert compiled.num_compiles == 0

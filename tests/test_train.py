@@ -14,8 +14,9 @@ from torch import nn
 import ltfunc
 from ltfunc import masks, optim, train
 from ltfunc.data import batches, load_dataset
-from ltfunc.step import make_train_step
-from ltfunc.train import TrainState, fit
+from ltfunc.evaluation import evaluate
+from ltfunc.step import TrainState, make_train_step
+from ltfunc.train import fit
 
 
 class TinyMLP(nn.Module):
@@ -42,13 +43,13 @@ class Recorder:
         self.lrs: list[torch.Tensor] = []
         self.nan_at, self.value = nan_at, value
 
-    def __call__(self, params, opt_state, mask, batch, lr):
+    def __call__(self, state, mask, batch, lr):
         self.lrs.append(lr)
-        params, opt_state, metrics = self.step(params, opt_state, mask, batch, lr)
+        state, metrics = self.step(state, mask, batch, lr)
         if self.nan_at is not None and len(self.lrs) == self.nan_at:
             metrics = {**metrics, "loss": torch.tensor(self.value)}
         self.losses.append(float(metrics["loss"]))
-        return params, opt_state, metrics
+        return state, metrics
 
 
 @pytest.fixture
@@ -62,15 +63,16 @@ def setup():
 
 
 def manual(step, params, opt_state, mask, batches, lrs):
+    state = TrainState(params, opt_state)
     for batch, lr in zip(batches, lrs, strict=True):
-        params, opt_state, _ = step(params, opt_state, mask, batch, lr)
-    return params, opt_state
+        state, _ = step(state, mask, batch, lr)
+    return state.params, state.opt_state
 
 
 def test_fit_runs_iterations_and_equals_the_manual_loop(setup) -> None:
     step, p, mask = setup
     batches = tiny_batches(10)
-    state = fit(step, train.init(step, p, iteration=3), mask, iter(batches), 7, lr=0.01)
+    state = fit(step, step.init(p, iteration=3), mask, iter(batches), 7, lr=0.01)
     assert isinstance(state, TrainState) and state.iteration == 10
     ref_p, ref_s = manual(step, p, step.optimizer.init(p), mask, batches[:7], [0.01] * 7)
     assert ltfunc.tree_equal(state.params, ref_p) and ltfunc.tree_equal(state.opt_state, ref_s)
@@ -81,8 +83,8 @@ def test_fast_path_and_generic_step_agree(setup) -> None:
     step, p, mask = setup
     batches = tiny_batches(9)
     schedule = lambda it: 0.01 if it < 4 else 0.002  # noqa: E731
-    fast = fit(step, train.init(step, p), mask, batches, 9, lr=schedule, eval_every=4)
-    generic = fit(Recorder(step), train.init(step, p), mask, batches, 9, lr=schedule, eval_every=4)
+    fast = fit(step, step.init(p), mask, batches, 9, lr=schedule, eval_every=4)
+    generic = fit(Recorder(step), step.init(p), mask, batches, 9, lr=schedule, eval_every=4)
     assert ltfunc.tree_equal(fast.params, generic.params)
     assert ltfunc.tree_equal(fast.opt_state, generic.opt_state)
 
@@ -91,7 +93,7 @@ def test_on_eval_is_called_at_multiples_of_eval_every_with_the_mean_loss(setup) 
     step, p, mask = setup
     rec = Recorder(step)
     calls: list[tuple[int, float, dict]] = []
-    start = train.init(step, p, iteration=5)
+    start = step.init(p, iteration=5)
     state = fit(
         rec,
         start,
@@ -119,7 +121,7 @@ def test_fast_path_on_eval_gets_the_same_states(setup) -> None:
     for name, s in (("fast", step), ("generic", Recorder(step))):
         fit(
             s,
-            train.init(step, p),
+            step.init(p),
             mask,
             tiny_batches(6),
             6,
@@ -139,7 +141,7 @@ def test_lr_schedule_and_tensor_replaced_only_on_change(setup) -> None:
     def warmup_then_decay(it: int) -> float:
         return 0.01 * min(1.0, (it + 1) / 3) * (0.1 if it >= 6 else 1.0)
 
-    state = fit(rec, train.init(step, p, iteration=1), mask, tiny_batches(8), 8, lr=warmup_then_decay)
+    state = fit(rec, step.init(p, iteration=1), mask, tiny_batches(8), 8, lr=warmup_then_decay)
     values = [warmup_then_decay(it) for it in range(1, 9)]
     assert [float(t) for t in rec.lrs] == pytest.approx(values)
     assert all(isinstance(t, torch.Tensor) and t.shape == () for t in rec.lrs)
@@ -153,7 +155,7 @@ def test_lr_schedule_and_tensor_replaced_only_on_change(setup) -> None:
 def test_default_lr_is_the_optimizers(setup) -> None:
     step, p, mask = setup
     rec = Recorder(step)
-    fit(rec, train.init(step, p), mask, tiny_batches(2), 2)
+    fit(rec, step.init(p), mask, tiny_batches(2), 2)
     assert [float(t) for t in rec.lrs] == pytest.approx([0.01, 0.01])  # adam(lr=0.01) above
 
 
@@ -167,7 +169,7 @@ def test_non_finite_loss_names_the_first_bad_step(setup, monkeypatch, chunk, val
     with pytest.raises(FloatingPointError, match=rf"fit: the training loss became {value} at step 7 "):
         fit(
             rec,
-            train.init(step, p),
+            step.init(p),
             mask,
             tiny_batches(20),
             20,
@@ -183,7 +185,7 @@ def test_non_finite_loss_is_detected_at_the_end_without_evaluations(setup) -> No
     step, p, mask = setup
     rec = Recorder(step, nan_at=3)
     with pytest.raises(FloatingPointError, match="at step 5 "):
-        fit(rec, train.init(step, p, iteration=2), mask, tiny_batches(6), 6, lr=0.01)
+        fit(rec, step.init(p, iteration=2), mask, tiny_batches(6), 6, lr=0.01)
     assert len(rec.losses) == 6
 
 
@@ -194,16 +196,16 @@ def test_real_divergence_is_caught_at_the_first_bad_step() -> None:
     p = ltfunc.get_params(model)
     rec = Recorder(step)
     with pytest.raises(FloatingPointError) as generic:
-        fit(rec, train.init(step, p), None, tiny_batches(30), 30)
+        fit(rec, step.init(p), None, tiny_batches(30), 30)
     first_bad = next(i for i, loss in enumerate(rec.losses) if not math.isfinite(loss)) + 1
     assert f"at step {first_bad} " in str(generic.value)
     with pytest.raises(FloatingPointError, match=f"at step {first_bad} "):
-        fit(step, train.init(step, p), None, tiny_batches(30), 30)  # the fast path
+        fit(step, step.init(p), None, tiny_batches(30), 30)  # the fast path
 
 
 def test_host_syncs_only_at_evaluation_points(setup, monkeypatch) -> None:
     step, p, mask = setup
-    fit(step, train.init(step, p), mask, tiny_batches(2), 2, lr=0.01)  # warm the step's caches
+    fit(step, step.init(p), mask, tiny_batches(2), 2, lr=0.01)  # warm the step's caches
     calls = []
     real = torch.Tensor.tolist
 
@@ -217,14 +219,14 @@ def test_host_syncs_only_at_evaluation_points(setup, monkeypatch) -> None:
     monkeypatch.setattr(torch.Tensor, "tolist", counting)
     for name in ("item", "__bool__", "__float__"):
         monkeypatch.setattr(torch.Tensor, name, forbidden)
-    fit(step, train.init(step, p), mask, tiny_batches(12), 12, lr=0.01, eval_every=5)
+    fit(step, step.init(p), mask, tiny_batches(12), 12, lr=0.01, eval_every=5)
     monkeypatch.undo()
     assert len(calls) == 3  # evaluation points 5 and 10, and the end
 
 
 def test_inputs_are_not_modified_and_zero_iterations(setup) -> None:
     step, p, mask = setup
-    start = train.init(step, p)
+    start = step.init(p)
     before = tree_clone(start)
     fit(step, start, mask, tiny_batches(3), 3, lr=0.01)
     assert ltfunc.tree_equal(start, before)
@@ -236,17 +238,17 @@ def test_progress_callback_bar_and_quiet(setup, capsys) -> None:
     ticks: list[tuple[int, int]] = []
     fit(
         step,
-        train.init(step, p),
+        step.init(p),
         mask,
         tiny_batches(3),
         3,
         progress=lambda done, total: ticks.append((done, total)),
     )
     assert ticks == [(1, 3), (2, 3), (3, 3)]
-    fit(step, train.init(step, p), mask, tiny_batches(3), 3)
+    fit(step, step.init(p), mask, tiny_batches(3), 3)
     quiet = capsys.readouterr()
     assert quiet.out == "" and quiet.err == ""
-    fit(step, train.init(step, p), mask, tiny_batches(4), 4, progress=True, eval_every=2)
+    fit(step, step.init(p), mask, tiny_batches(4), 4, progress=True, eval_every=2)
     assert "train" in capsys.readouterr().err
 
 
@@ -254,19 +256,36 @@ def test_progress_callback_bar_and_quiet(setup, capsys) -> None:
     ("kwargs", "exc", "match"),
     [
         ({"iterations": -1}, ValueError, "fit: iterations must be an int >= 0, got -1"),
-        ({"eval_every": 0}, ValueError, "fit: eval_every must be None or an int >= 1, got 0"),
-        ({"lr": -0.1}, ValueError, "fit: lr must be finite and >= 0, got -0.1"),
-        ({"lr": "fast", "iterations": 0}, TypeError, "fit: lr must be a float, got str"),
+        ({"eval_every": 0}, ValueError, "fit: eval_every must be an int >= 1, got 0"),
+        ({"eval_every": 2.5}, TypeError, "fit: eval_every must be an int, got float 2.5"),
+        ({"lr": -0.1}, ValueError, r"fit: lr must be a finite number in \[0.0, inf\), got -0.1"),
+        ({"lr": "fast", "iterations": 0}, TypeError, "fit: lr must be a number, got str 'fast'"),
         (
             {"lr": lambda it: float("nan") if it == 2 else 0.1},
             ValueError,
-            r"fit: lr schedule\(2\) must be finite",
+            r"fit: lr schedule\(2\) must be a finite number in \[0.0, inf\), got nan",
         ),
-        ({"lr": lambda it: "fast"}, TypeError, r"fit: lr schedule\(0\) must be a float, got str"),
+        ({"lr": lambda it: "fast"}, TypeError, r"fit: lr schedule\(0\) must be a number, got str"),
         ({"on_eval": 3}, TypeError, "fit: on_eval must be None or callable"),
         ({"progress": "yes"}, TypeError, "fit: progress must be None, a bool or callable"),
-        ({"state": ({}, None, 0)}, TypeError, "fit: state must be a TrainState, got tuple"),
+        (
+            {"state": ({}, None, 0)},
+            TypeError,
+            r"fit: state must be a TrainState \(from step.init\), got tuple",
+        ),
+        ({"state": "no buffers"}, TypeError, "fit: state.buffers must be a dict of tensors, got NoneType"),
+        ({"state": "iteration"}, ValueError, "fit: state.iteration must be an int >= 0, got -2"),
         ({"step": "step"}, TypeError, "fit: step must be callable"),
+        (
+            {"step": lambda s, m, b, lr: (s.params, s.opt_state, {"loss": torch.zeros(())})},
+            TypeError,
+            r"fit: step must return \(TrainState, metrics\) like step\(state, mask, batch, lr\)",
+        ),
+        (
+            {"step": lambda s, m, b, lr: (s, {"loss": torch.zeros(())})},
+            ValueError,
+            "fit: the step returned a state at iteration 0 after iteration 0; a step must advance",
+        ),
         ({"batches": tiny_batches(2)}, ValueError, "fit: batches ran out after 2 of 4 iterations"),
     ],
 )
@@ -274,11 +293,15 @@ def test_fit_rejects_bad_arguments(setup, kwargs, exc, match) -> None:
     step, p, mask = setup
     args: dict[str, Any] = {
         "step": step,
-        "state": train.init(step, p),
+        "state": step.init(p),
         "batches": tiny_batches(4),
         "iterations": 4,
     }
     args.update(kwargs)
+    if args["state"] == "no buffers":
+        args["state"] = step.init(p)._replace(buffers=None)
+    elif args["state"] == "iteration":
+        args["state"] = step.init(p)._replace(iteration=-2)
     with pytest.raises(exc, match=match):
         fit(
             args.pop("step"),
@@ -288,19 +311,6 @@ def test_fit_rejects_bad_arguments(setup, kwargs, exc, match) -> None:
             args.pop("iterations"),
             **args,
         )
-
-
-def test_init_needs_a_step_with_an_optimizer() -> None:
-    with pytest.raises(TypeError, match="init: step must carry an optimizer"):
-        train.init(lambda *a: a, {"w": torch.zeros(2)})
-
-
-def test_init_rejects_bad_params_and_iteration(setup) -> None:
-    step, p, _ = setup
-    with pytest.raises(TypeError, match="init: params must be a dict of tensors, got list"):
-        train.init(step, list(p.values()))
-    with pytest.raises(ValueError, match="init: iteration must be an int >= 0, got -1"):
-        train.init(step, p, -1)
 
 
 @pytest.mark.slow
@@ -315,14 +325,14 @@ def test_one_epoch_of_pruned_lenet300_on_real_mnist(data_root) -> None:
     evals: list[tuple[int, float]] = []
     state = fit(
         step,
-        train.init(step, params),
+        step.init(params),
         mask,
         batches(ds.train, 60, seed=0),
         1000,
         eval_every=250,
         on_eval=lambda s, loss: evals.append((s.iteration, loss)),
     )
-    loss, acc = ltfunc.step.evaluate(model, state.params, mask, ds.test)
+    loss, acc = evaluate(model, state.params, mask, ds.test)
     assert acc > 0.95, f"test accuracy {acc:.4f}"
     assert [i for i, _ in evals] == [250, 500, 750, 1000]
     assert evals[-1][1] < evals[0][1] and loss < 0.2  # training loss went down
@@ -339,13 +349,13 @@ def bn_batches(n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]
 
 
 class Forward:
-    """A generic step (not a TrainStep): fit takes its dict path, with ``buffers=``."""
+    """A generic step (not a TrainStep): fit calls it with the state and takes the state back."""
 
     def __init__(self, step: Any) -> None:
         self.step, self.optimizer = step, step.optimizer
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.step(*args, **kwargs)
+    def __call__(self, state: TrainState, mask: Any, batch: Any, lr: Any) -> Any:
+        return self.step(state, mask, batch, lr)
 
 
 @pytest.fixture
@@ -357,17 +367,17 @@ def bn_setup():
     return model, step, params, ltfunc.prune.magnitude(params, masks.ones(model), rate=0.5)
 
 
-def test_init_takes_the_buffers_from_the_step_or_the_argument(bn_setup, setup) -> None:
+def test_init_takes_the_buffers_from_the_model_or_the_argument(bn_setup, setup) -> None:
     model, step, p, _ = bn_setup
-    state = train.init(step, p)
+    state = step.init(p)
     assert ltfunc.tree_equal(state.buffers, ltfunc.get_buffers(model))
-    assert all(state.buffers[k] is not v for k, v in step.buffers.items())  # copies
+    assert all(state.buffers[k] is not v for k, v in ltfunc.get_buffers(model, copy=False).items())  # copies
     given = {k: v + 1 for k, v in ltfunc.get_buffers(model).items()}
-    assert train.init(step, p, buffers=given).buffers == given
+    assert step.init(p, buffers=given).buffers == given
     tiny_step, tiny_p, _ = setup
-    assert train.init(tiny_step, tiny_p).buffers is None  # no buffers, nothing to carry
-    with pytest.raises(TypeError, match="init: buffers must be a dict of tensors or None, got list"):
-        train.init(step, p, buffers=[torch.zeros(1)])  # type: ignore[arg-type]
+    assert tiny_step.init(tiny_p).buffers == {}  # no buffers, nothing to carry
+    with pytest.raises(TypeError, match=r"init: buffers must be a dict of tensors .*got list"):
+        step.init(p, buffers=[torch.zeros(1)])  # type: ignore[arg-type]
 
 
 def test_fit_carries_batchnorm_buffers_like_the_manual_loop_and_the_torch_module(bn_setup) -> None:
@@ -376,7 +386,7 @@ def test_fit_carries_batchnorm_buffers_like_the_manual_loop_and_the_torch_module
     seen: list[TrainState] = []
     state = fit(
         step,
-        train.init(step, p),
+        step.init(p),
         mask,
         batches,
         6,
@@ -384,13 +394,13 @@ def test_fit_carries_batchnorm_buffers_like_the_manual_loop_and_the_torch_module
         eval_every=3,
         on_eval=lambda s, _: seen.append(s),
     )
-    # the manual loop, step by step with the 4-tuple interface
-    mp, ms, mb = p, step.optimizer.init(p), ltfunc.get_buffers(model)
+    # the manual loop, step by step with the public call
+    manual_state = TrainState(p, step.optimizer.init(p), 0, ltfunc.get_buffers(model))
     after = []
     for batch in batches:
-        mp, ms, _, mb = step(mp, ms, mask, batch, 0.05, buffers=mb)
-        after.append(mb)
-    assert ltfunc.tree_equal(state.buffers, mb) and ltfunc.tree_equal(state.params, mp)
+        manual_state, _ = step(manual_state, mask, batch, 0.05)
+        after.append(manual_state.buffers)
+    assert ltfunc.tree_equal(state, manual_state)  # params, optimizer state, iteration, buffers
     assert [s.iteration for s in seen] == [3, 6]
     assert ltfunc.tree_equal(seen[0].buffers, after[2]) and ltfunc.tree_equal(seen[1].buffers, after[5])
     # and an nn.Module trained with torch.optim in training mode
@@ -403,15 +413,17 @@ def test_fit_carries_batchnorm_buffers_like_the_manual_loop_and_the_torch_module
 def test_fast_path_and_generic_step_carry_the_same_buffers(bn_setup) -> None:
     _, step, p, mask = bn_setup
     batches = bn_batches(4, seed=3)
-    fast = fit(step, train.init(step, p), mask, batches, 4, lr=0.05)
-    generic = fit(Forward(step), train.init(step, p), mask, batches, 4, lr=0.05)
+    fast = fit(step, step.init(p), mask, batches, 4, lr=0.05)
+    generic = fit(Forward(step), step.init(p), mask, batches, 4, lr=0.05)
     assert ltfunc.tree_equal(fast, generic)  # params, optimizer state, iteration and buffers
 
 
-def test_fit_without_buffers_for_batchnorm_in_training_mode_raises(bn_setup) -> None:
+def test_fit_refuses_a_state_without_the_models_buffers(bn_setup) -> None:
     _, step, p, mask = bn_setup
-    state = TrainState(p, step.optimizer.init(p), 0)  # built by hand, without train.init
-    with pytest.raises(ValueError, match="flat_step: ConvBN has normalization layers in training mode"):
+    state = TrainState(p, step.optimizer.init(p), 0)  # built by hand, without step.init: buffers={}
+    with pytest.raises(
+        ValueError, match=r"fit: state.buffers keys do not match the model's buffers: missing"
+    ):
         fit(step, state, mask, bn_batches(2), 2, lr=0.05)
-    with pytest.raises(TypeError, match=r"fit: state\.buffers must be a dict of tensors or None, got list"):
+    with pytest.raises(TypeError, match=r"fit: state\.buffers must be a dict of tensors, got list"):
         fit(step, state._replace(buffers=[torch.zeros(1)]), mask, bn_batches(2), 2, lr=0.05)

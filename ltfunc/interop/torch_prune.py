@@ -23,7 +23,7 @@ from typing import NamedTuple
 from torch import Tensor, nn
 from torch.nn.utils import prune
 
-from .._errors import check_fits
+from .._checks import check_bool, check_mask, check_mask_fits, check_module
 from .._types import Params
 from ..masks import Mask
 
@@ -37,12 +37,6 @@ class _Pruned(NamedTuple):
     local: str
     orig: Tensor
     mask: Tensor
-
-
-def _check_module(func: str, module: object) -> nn.Module:
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"{func}: module must be a torch.nn.Module, got {type(module).__name__}")
-    return module
 
 
 def _join(prefix: str, name: str) -> str:
@@ -142,7 +136,7 @@ def pruned_names(module: nn.Module) -> list[str]:
         >>> torch_prune.pruned_names(m)
         ['fc2.weight']
     """
-    _check_module("pruned_names", module)
+    check_module("pruned_names", "module", module)
     found = _pruned("pruned_names", module)
     return [n for n in _parameters(module, found) if n in found]
 
@@ -181,15 +175,14 @@ def from_pruned(module: nn.Module, *, masked: bool = True) -> tuple[Params, Mask
         >>> m = ltfunc.models.lenet300(seed=0)
         >>> _ = prune.l1_unstructured(m.fc1, "weight", amount=0.75)
         >>> params, mask = torch_prune.from_pruned(m)
-        >>> list(mask), mask.density()
+        >>> list(mask), ltfunc.masks.density(mask)
         (['fc1.weight'], 0.25)
         >>> x = torch.randn(2, 1, 28, 28)
         >>> torch.allclose(ltfunc.call(ltfunc.models.lenet300(), params, x), m(x))
         True
     """
-    _check_module("from_pruned", module)
-    if not isinstance(masked, bool):
-        raise TypeError(f"from_pruned: masked must be a bool, got {masked!r}")
+    check_module("from_pruned", "module", module)
+    check_bool("from_pruned", "masked", masked)
     found = _require_pruned("from_pruned", module)
     bool_masks: dict[str, Tensor] = {}
     for name, entry in found.items():
@@ -245,13 +238,11 @@ def apply_mask(module: nn.Module, mask: Mask, *, inplace: bool = False) -> nn.Mo
         >>> torch_prune.pruned_names(m)  # the original is untouched
         []
     """
-    _check_module("apply_mask", module)
-    if not isinstance(mask, Mask):
-        raise TypeError(f"apply_mask: mask must be an ltfunc Mask, got {type(mask).__name__}")
-    if not isinstance(inplace, bool):
-        raise TypeError(f"apply_mask: inplace must be a bool, got {inplace!r}")
+    check_module("apply_mask", "module", module)
+    check_mask("apply_mask", "mask", mask)
+    check_bool("apply_mask", "inplace", inplace)
     targets = _parameters(module, _pruned("apply_mask", module))
-    check_fits("apply_mask", "mask", mask, {k: t[2] for k, t in targets.items()})
+    check_mask_fits("apply_mask", "mask", mask, {k: t[2] for k, t in targets.items()})
     out = module if inplace else _copy(module)
     out_targets = _parameters(out, _pruned("apply_mask", out))
     for k, m in mask.items():
@@ -291,9 +282,8 @@ def make_permanent(module: nn.Module, *, inplace: bool = False) -> nn.Module:
         >>> "fc1.weight" in fixed.state_dict(), float((fixed.fc1.weight == 0).float().mean())
         (True, 0.5)
     """
-    _check_module("make_permanent", module)
-    if not isinstance(inplace, bool):
-        raise TypeError(f"make_permanent: inplace must be a bool, got {inplace!r}")
+    check_module("make_permanent", "module", module)
+    check_bool("make_permanent", "inplace", inplace)
     _require_pruned("make_permanent", module)
     out = module if inplace else _copy(module)
     for entry in _pruned("make_permanent", out).values():

@@ -1,0 +1,690 @@
+"""The run directory: the one owner of its layout, file formats, lock and atomic writes.
+
+Every other module (``run_imp``, ``report``, ``plot``, the studies) reads and writes run
+directories only through this module. Layout (``format_version`` 2)::
+
+    RUN_DIR/config.json              ImpConfig.to_dict() + {"ltfunc_version", "config_hash", "format_version"}
+    RUN_DIR/init.safetensors         θ0: params and buffers (see "weights files" below)
+    RUN_DIR/<condition>/round_<k>/   condition: ticket (k = 0 .. rounds), reinit, random_prune (k >= 1)
+        mask.safetensors             the mask trained in this round
+        rewind.safetensors           the weights the round started from
+        final.safetensors            the trained weights at the end of the round
+        metrics.jsonl                one JSON object per evaluation (METRIC_FIELDS)
+        summary.json                 written last = the round is finished (SUMMARY_FIELDS)
+    RUN_DIR/ticket/round_0/rewind_point.safetensors   the dense weights at iteration ``rewind``
+                                                      (only when ``rewind > 0``)
+    RUN_DIR/summary.csv              one row per finished (condition, round): condition + SUMMARY_FIELDS
+    RUN_DIR/.lock                    while a process writes the run: {"pid", "host", "since"}
+
+Weights files hold a model's params and buffers (BatchNorm running statistics) in one
+safetensors file; the buffers' names are listed in its metadata (``ltfunc.buffers``). Files
+of format 1 (no ``format_version`` in ``config.json``) hold params only and load with empty
+buffers; a newer format than this version knows is refused with a message naming it.
+
+Every file is written atomically (temp file + ``os.replace``); ``summary.json`` is written last,
+so a round without it is unfinished and is redone from its start on resume. ``metrics.jsonl``
+grows one line per evaluation while a round runs (a line cut short by a kill belongs to an
+unfinished round) and is rewritten whole before ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import masks as _masks
+from ._checks import check_choice, check_int
+from .config import ImpConfig, config_diff
+from .params import atomic_write_bytes, load_tree, read_metadata, save_tree
+from .ticket import CONDITIONS, RoundResult
+from .trainer import Weights
+
+__all__ = [
+    "FORMAT_VERSION",
+    "LOCK_FILE",
+    "METRIC_FIELDS",
+    "SUMMARY_FIELDS",
+    "load_round",
+    "read_config",
+    "round_dir",
+    "summarize_round",
+    "write_config",
+]
+
+PathLike = str | os.PathLike[str]
+
+FORMAT_VERSION = 2
+"""The run-directory format this version writes (``config.json``'s ``format_version``).
+1: no ``format_version`` field, weights files hold params only. 2: weights files hold
+params and buffers."""
+
+METRIC_FIELDS: tuple[str, ...] = (
+    "iteration",
+    "train_loss",
+    "val_loss",
+    "val_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "density",
+)
+"""Keys of one ``metrics.jsonl`` line, in order."""
+
+SUMMARY_FIELDS: tuple[str, ...] = (
+    "round",
+    "density",
+    "weights_remaining_pct",
+    "early_stop_iteration",
+    "val_loss_at_early_stop",
+    "test_accuracy_at_early_stop",
+    "best_test_accuracy",
+    "last_test_accuracy",
+    "wall_seconds",
+)
+"""Keys of ``summary.json``, in order (``summary.csv`` and report rows have ``condition`` in front)."""
+
+LOCK_FILE = ".lock"
+"""Held in a run directory while a process writes into it: ``{"pid", "host", "since"}``."""
+
+_OWNED = ("config.json", "init.safetensors", "summary.csv", "plot.png", *CONDITIONS)
+_BUFFERS_KEY = "ltfunc.buffers"
+_ROUND_RE = re.compile(r"^round_(\d+)$")
+_NOT_NONE = ("density", "weights_remaining_pct")
+
+
+# --------------------------------------------------------------------------------------------
+# paths and small files
+
+
+def round_dir(run_dir: PathLike, condition: str, k: int) -> Path:
+    """The folder of round ``k`` of ``condition`` (``ticket``, ``reinit``, ``random_prune``).
+
+    Args:
+        run_dir: A run directory.
+        condition: ``"ticket"`` or a baseline name.
+        k: Round index (0 is the dense round of the ticket).
+
+    Returns:
+        ``run_dir/condition/round_k``.
+
+    Raises:
+        ValueError: Unknown condition or a negative round.
+
+    Example:
+        >>> from ltfunc.rundir import round_dir
+        >>> round_dir("runs/x", "ticket", 2).as_posix()
+        'runs/x/ticket/round_2'
+    """
+    check_choice("round_dir", "condition", condition, CONDITIONS)
+    check_int("round_dir", "k", k, 0)
+    return Path(run_dir) / condition / f"round_{k}"
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    data = text.encode("utf-8")
+    atomic_write_bytes(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def read_json(func: str, path: Path, *, hint: str = "") -> Any:
+    """Parse a JSON file; ``ValueError`` naming the file (and ``hint``) when it is corrupt."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{func}: {path} is corrupt: it is not valid JSON ({e}){hint}") from e
+
+
+_REDO = (
+    ". Delete it (and, if it belongs to a round, that round's folder) to redo it, or start over "
+    "with force=True / --force"
+)
+
+
+# --------------------------------------------------------------------------------------------
+# config.json
+
+
+def write_config(run_dir: PathLike, config: ImpConfig) -> Path:
+    """Write ``run_dir/config.json``: the config's fields plus ``ltfunc_version``, ``config_hash``
+    and ``format_version``.
+
+    Args:
+        run_dir: The run directory (created if needed).
+        config: The config.
+
+    Returns:
+        The path of ``config.json`` (written atomically).
+
+    Raises:
+        TypeError: ``config`` is not an :class:`~ltfunc.config.ImpConfig`.
+
+    Example:
+        >>> import json, tempfile
+        >>> from ltfunc.config import ImpConfig
+        >>> from ltfunc.rundir import write_config
+        >>> path = write_config(tempfile.mkdtemp(), ImpConfig(rounds=2))
+        >>> data = json.loads(path.read_text())
+        >>> data["rounds"], len(data["config_hash"]), data["format_version"]
+        (2, 12, 2)
+    """
+    from . import __version__
+
+    if not isinstance(config, ImpConfig):
+        raise TypeError(f"write_config: config must be an ImpConfig, got {type(config).__name__}")
+    data = {
+        **config.to_dict(),
+        "ltfunc_version": __version__,
+        "config_hash": config.config_hash(),
+        "format_version": FORMAT_VERSION,
+    }
+    path = Path(run_dir) / "config.json"
+    write_json(path, data)
+    return path
+
+
+def read_config_dict(func: str, run_dir: Path) -> dict[str, Any]:
+    """``config.json`` as a dict, after checking it is a JSON object of a format this version reads."""
+    path = run_dir / "config.json"
+    data = read_json(func, path, hint=_REDO)
+    if not isinstance(data, dict):
+        raise ValueError(f"{func}: {path} must hold a JSON object, got {type(data).__name__}")
+    version = data.get("format_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise ValueError(
+            f"{func}: {path} has format_version={version!r}, but this ltfunc reads run directories "
+            f"of format 1 to {FORMAT_VERSION}; read it with the ltfunc version that wrote it "
+            f"({data.get('ltfunc_version', 'unknown')})"
+        )
+    return data
+
+
+def read_config(run_dir: PathLike) -> ImpConfig:
+    """The :class:`~ltfunc.config.ImpConfig` stored in ``run_dir/config.json``.
+
+    Args:
+        run_dir: A run directory.
+
+    Returns:
+        The config.
+
+    Raises:
+        FileNotFoundError: No ``config.json``.
+        ValueError: The file is corrupt, of an unknown format version, or holds an invalid
+            config (names the file).
+
+    Example:
+        >>> import tempfile
+        >>> from ltfunc.config import ImpConfig
+        >>> from ltfunc.rundir import read_config, write_config
+        >>> d = tempfile.mkdtemp(); _ = write_config(d, ImpConfig(rounds=2))
+        >>> read_config(d).rounds
+        2
+    """
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"read_config: {path} does not exist; is {run_dir} a run directory?")
+    data = read_config_dict("read_config", Path(run_dir))
+    try:
+        return ImpConfig.from_dict(data)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"read_config: {path} does not hold a valid ImpConfig ({e})") from e
+
+
+def open_run(func: str, run_dir: Any) -> Path:
+    """``run_dir`` as a Path, after checking it is an existing run directory (holds config.json)."""
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise TypeError(f"{func}: run_dir must be a path, got {type(run_dir).__name__} {run_dir!r}")
+    path = Path(run_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"{func}: run directory {str(path)!r} does not exist")
+    if not path.is_dir():
+        raise NotADirectoryError(f"{func}: run_dir {str(path)!r} is not a directory")
+    if not (path / "config.json").is_file():
+        raise ValueError(
+            f"{func}: {str(path)!r} is not a run directory (no config.json); "
+            "pass the folder that `ltfunc imp` (ltfunc.run_imp) created"
+        )
+    read_config_dict(func, path)  # a corrupt config.json or an unknown format_version is refused here
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# preparing a run directory for writing, and its lock
+
+
+def _probe_writable(func: str, run_dir: Path) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"{func}: run directory {run_dir} is a file, not a directory; choose another path")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"{func}: run directory {run_dir} is not writable ({e}); choose another path") from e
+
+
+def check_writable(func: str, run_dir: Path, config: ImpConfig, *, resume: bool, force: bool) -> str:
+    """Check ``run_dir`` for writing ``config``, changing nothing.
+
+    Returns ``"resume"``, ``"fresh"`` or ``"clear"`` (with ``force``).
+    """
+    _probe_writable(func, run_dir)
+    has_config = (run_dir / "config.json").is_file()
+    ours = [n for n in _OWNED if (run_dir / n).exists()]
+    if force:
+        return "clear"
+    if not has_config:
+        if ours:
+            raise ValueError(
+                f"{func}: {run_dir} holds {ours} but no config.json, so it cannot be resumed; "
+                "start over with force=True / --force or choose another directory"
+            )
+        return "fresh"
+    old = read_config_dict(func, run_dir)
+    diff = config_diff(old, config.to_dict())
+    if diff:
+        lines = "; ".join(f"{k}: {a!r} in the directory, {b!r} now" for k, (a, b) in diff.items())
+        raise ValueError(
+            f"{func}: {run_dir} holds a run with a different config ({lines}). Refusing to mix them: "
+            "use another directory (--name), or pass force=True / --force to delete that run and start over"
+        )
+    if not resume:
+        raise ValueError(
+            f"{func}: {run_dir} already holds this run; pass resume=True to continue it or "
+            "force=True / --force to start over"
+        )
+    return "resume"
+
+
+def clear(run_dir: Path) -> None:
+    """Remove everything ltfunc writes into a run directory (nothing else)."""
+    for name in _OWNED:
+        p = run_dir / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+    remove_stale_temps(run_dir)
+
+
+def remove_stale_temps(run_dir: Path) -> None:
+    """Delete the temp files of atomic writes that a killed process left behind."""
+    for p in run_dir.glob(".*.tmp-*"):
+        p.unlink()
+
+
+def _lock_holder(path: Path) -> dict[str, Any] | None:
+    """The lock's owner, or ``None`` when the lock is stale (its process is gone) or missing."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    try:
+        holder = json.loads(raw)
+        pid, host = int(holder["pid"]), str(holder["host"])
+    except (ValueError, KeyError, TypeError):
+        # being written right now by its owner, or garbage left by a crash
+        return {"pid": "?", "host": "?", "since": "?"} if age < 10 else None
+    if host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # alive, owned by another user
+    return holder
+
+
+@contextmanager
+def lock(func: str, run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/.lock`` for the block; refuse (``ValueError``) while another process holds it.
+
+    A lock whose process is gone (same host, dead pid) is taken over. Two processes writing
+    into one run directory would interleave rounds and summaries.
+    """
+    path = run_dir / LOCK_FILE
+    mine = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if holder is None:
+                path.unlink(missing_ok=True)
+                continue
+            raise ValueError(
+                f"{func}: {run_dir} is in use by process {holder.get('pid')} on {holder.get('host')!r} "
+                f"(since {holder.get('since')}); wait for it to finish, or delete {path} if that "
+                "process is gone"
+            ) from None
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(mine, fh)
+        break
+    else:
+        raise ValueError(f"{func}: could not take the lock {path}; another process keeps recreating it")
+    try:
+        yield
+    finally:
+        try:
+            if json.loads(path.read_text(encoding="utf-8")).get("pid") == mine["pid"]:
+                path.unlink()
+        except (OSError, ValueError):
+            pass
+
+
+# --------------------------------------------------------------------------------------------
+# weights files
+
+
+def save_weights(weights: Weights, path: Path) -> None:
+    """Save params and buffers in one safetensors file (the buffers' names in its metadata)."""
+    tree = {**weights.params, **weights.buffers}
+    save_tree(tree, path, metadata={_BUFFERS_KEY: json.dumps(list(weights.buffers))})
+
+
+def load_weights(func: str, path: Path, device: str | torch.device) -> Weights:
+    """Load :func:`save_weights` output (format 1: params only); errors name the file."""
+    try:
+        tree = load_tree(path, device=device)
+        names = json.loads(read_metadata(path).get(_BUFFERS_KEY, "[]"))
+    except (OSError, ValueError) as e:
+        raise ValueError(_checkpoint_message(func, path, e)) from e
+    buffers = {k: tree.pop(k) for k in names if k in tree}
+    return Weights(tree, buffers)
+
+
+def _load_mask(func: str, path: Path, device: str | torch.device) -> _masks.Mask:
+    try:
+        return _masks.load(path, device=device)
+    except (OSError, ValueError) as e:
+        raise ValueError(_checkpoint_message(func, path, e)) from e
+
+
+def _checkpoint_message(func: str, path: Path, e: Exception) -> str:
+    return (
+        f"{func}: checkpoint {path} is missing, corrupt or truncated ({e}). The finished rounds "
+        f"before it are intact; delete {path.parent} and the rounds after it to redo them, or "
+        "start over with force=True / --force"
+    )
+
+
+def init_path(run_dir: Path) -> Path:
+    """Where θ0 lives."""
+    return run_dir / "init.safetensors"
+
+
+def save_init(run_dir: Path, weights: Weights) -> None:
+    """Write θ0 (params and buffers) unless it is there already."""
+    if not init_path(run_dir).is_file():
+        save_weights(weights, init_path(run_dir))
+
+
+def load_rewind_point(func: str, run_dir: Path, rewind: int, device: str | torch.device) -> Weights:
+    """The weights later rounds reset to: θ0 (``rewind == 0``) or the dense weights at ``rewind``."""
+    if rewind == 0:
+        return load_weights(func, init_path(run_dir), device)
+    return load_weights(func, round_dir(run_dir, "ticket", 0) / "rewind_point.safetensors", device)
+
+
+# --------------------------------------------------------------------------------------------
+# rounds
+
+
+def is_finished(run_dir: Path, condition: str, k: int) -> bool:
+    """Whether round ``k`` of ``condition`` is finished (its ``summary.json`` exists)."""
+    return (round_dir(run_dir, condition, k) / "summary.json").is_file()
+
+
+def condition_order(name: str) -> tuple[int, str]:
+    """Display order of conditions: ticket, reinit, random_prune, then others alphabetically."""
+    return (CONDITIONS.index(name), "") if name in CONDITIONS else (len(CONDITIONS), name)
+
+
+def round_dirs(run_dir: Path) -> dict[str, dict[int, Path]]:
+    """``{condition: {k: run_dir/condition/round_k}}``, conditions and rounds in display order."""
+    found: dict[str, dict[int, Path]] = {}
+    for cond in run_dir.iterdir():
+        if not cond.is_dir() or cond.name.startswith("."):
+            continue
+        rounds = {}
+        for rd in cond.iterdir():
+            m = _ROUND_RE.match(rd.name)
+            if m and rd.is_dir():
+                rounds[int(m.group(1))] = rd
+        if rounds:
+            found[cond.name] = dict(sorted(rounds.items()))
+    return {c: found[c] for c in sorted(found, key=condition_order)}
+
+
+def _nan_to_inf(v: Any) -> float:
+    return math.inf if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def summarize_round(
+    history: Sequence[Mapping[str, Any]], *, round: int, density: float, wall_seconds: float
+) -> dict[str, Any]:
+    """The ``summary.json`` of a round from its evaluation records.
+
+    The early-stop iteration is the evaluation with the lowest validation loss (the earliest
+    on ties); the test accuracy is reported at that iteration.
+
+    Args:
+        history: The round's ``metrics.jsonl`` records, in order (at least one).
+        round: Round index.
+        density: Fraction of prunable weights kept.
+        wall_seconds: Time the round took.
+
+    Returns:
+        A dict with the keys :data:`SUMMARY_FIELDS`.
+
+    Raises:
+        ValueError: If ``history`` is empty.
+
+    Example:
+        >>> from ltfunc.rundir import summarize_round
+        >>> h = [{"iteration": 100, "val_loss": 0.3, "test_accuracy": 0.95},
+        ...      {"iteration": 200, "val_loss": 0.2, "test_accuracy": 0.96},
+        ...      {"iteration": 300, "val_loss": 0.25, "test_accuracy": 0.97}]
+        >>> s = summarize_round(h, round=1, density=0.8, wall_seconds=1.0)
+        >>> s["early_stop_iteration"], s["test_accuracy_at_early_stop"], s["best_test_accuracy"]
+        (200, 0.96, 0.97)
+    """
+    if not history:
+        raise ValueError("summarize_round: history is empty; a round needs at least one evaluation")
+    best = min(range(len(history)), key=lambda i: (_nan_to_inf(history[i].get("val_loss")), i))
+    es = history[best]
+    return {
+        "round": round,
+        "density": density,
+        "weights_remaining_pct": 100.0 * density,
+        "early_stop_iteration": es["iteration"],
+        "val_loss_at_early_stop": es.get("val_loss"),
+        "test_accuracy_at_early_stop": es.get("test_accuracy"),
+        "best_test_accuracy": max(float(h["test_accuracy"]) for h in history),
+        "last_test_accuracy": history[-1]["test_accuracy"],
+        "wall_seconds": wall_seconds,
+    }
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def read_summary(func: str, path: Path, condition: str, k: int) -> dict[str, Any]:
+    """A ``summary.json`` as a row ``{"condition", **SUMMARY_FIELDS}``, checked field by field.
+
+    ``val_loss_at_early_stop``, absent from some older runs, reads as ``None``.
+    """
+    data = read_json(func, path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{func}: {str(path)!r} must hold a JSON object, got {type(data).__name__}")
+    required = [f for f in SUMMARY_FIELDS if f != "val_loss_at_early_stop"]
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise ValueError(f"{func}: {str(path)!r} lacks the field(s) {', '.join(missing)}")
+    if data["round"] != k or isinstance(data["round"], bool):
+        raise ValueError(f"{func}: {str(path)!r} says round={data['round']!r} but lies in round_{k}")
+    row = {"condition": condition, **{key: data.get(key) for key in SUMMARY_FIELDS}}
+    for key in SUMMARY_FIELDS[1:]:
+        v = row[key]
+        if not (_is_number(v) or (v is None and key not in _NOT_NONE)):
+            raise ValueError(f"{func}: {str(path)!r} field {key}={v!r} must be a number")
+    return row
+
+
+def summary_rows(func: str, run_dir: Path) -> list[dict[str, Any]]:
+    """One row per finished (condition, round), in display order (see :func:`read_summary`)."""
+    rows = []
+    for condition, rounds in round_dirs(run_dir).items():
+        for k, rd in rounds.items():
+            summary = rd / "summary.json"
+            if summary.is_file():
+                rows.append(read_summary(func, summary, condition, k))
+    return rows
+
+
+def read_metrics(func: str, path: Path, *, finished: bool = True) -> list[dict[str, Any]]:
+    """Records of a ``metrics.jsonl``; a truncated last line is tolerated only in an unfinished round."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{func}: {path} is unreadable ({e})") from e
+    out = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            if not finished and i == len(lines):
+                break  # being written when the run stopped
+            raise ValueError(f"{func}: {str(path)!r} line {i} is not valid JSON ({e})") from e
+        if not isinstance(obj, dict):
+            raise ValueError(f"{func}: {str(path)!r} line {i} must be a JSON object")
+        out.append(obj)
+    return out
+
+
+class MetricsLog:
+    """Appends one JSON line per evaluation while a round runs (visible live), then rewrites it whole."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records: list[dict[str, Any]] = []
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(path, "w", encoding="utf-8")
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        rec = dict(record)
+        self.records.append(rec)
+        self._fh.write(json.dumps(rec) + "\n")
+        self._fh.flush()
+
+    def finish(self) -> None:
+        self.close()
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+
+def start_round(run_dir: Path, condition: str, k: int) -> MetricsLog:
+    """Empty round ``k``'s folder (an unfinished round is redone from its start) and open its log."""
+    rd = round_dir(run_dir, condition, k)
+    if rd.exists():
+        shutil.rmtree(rd)
+    return MetricsLog(rd / "metrics.jsonl")
+
+
+def save_round(
+    run_dir: Path, result: RoundResult, log: MetricsLog, summary: Mapping[str, Any], *, rewind: int
+) -> None:
+    """Write a trained round's files, ``summary.json`` last, and refresh ``summary.csv``."""
+    rd = round_dir(run_dir, result.condition, result.round)
+    _masks.save(result.mask, rd / "mask.safetensors")
+    save_weights(result.start, rd / "rewind.safetensors")
+    save_weights(result.final, rd / "final.safetensors")
+    if result.rewind_point is not None and rewind:
+        save_weights(result.rewind_point, rd / "rewind_point.safetensors")
+    log.finish()
+    write_json(rd / "summary.json", dict(summary))
+    write_summary_csv(run_dir)
+
+
+def write_summary_csv(run_dir: Path) -> None:
+    """Rewrite ``summary.csv`` from the finished rounds' ``summary.json`` files."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["condition", *SUMMARY_FIELDS], lineterminator="\n")
+    writer.writeheader()
+    for row in summary_rows("write_summary_csv", run_dir):
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    write_text(run_dir / "summary.csv", buf.getvalue())
+
+
+def load_round(
+    run_dir: PathLike, condition: str, k: int, *, device: str | torch.device = "cpu"
+) -> RoundResult:
+    """Read a finished round back as a :class:`ltfunc.ticket.RoundResult`.
+
+    Args:
+        run_dir: A run directory.
+        condition: ``"ticket"``, ``"reinit"`` or ``"random_prune"``.
+        k: Round index.
+        device: Where to put the tensors.
+
+    Returns:
+        ``RoundResult(condition, k, mask, start, final, history, rewind_point)`` with
+        :class:`~ltfunc.trainer.Weights` (params and buffers); ``rewind_point`` is set for
+        ticket round 0 (θ0, or θk when the run rewinds).
+
+    Raises:
+        FileNotFoundError: The round is not finished (no ``summary.json``).
+        ValueError: A corrupt or truncated file (named in the message).
+
+    Example:
+        >>> from ltfunc.rundir import load_round
+        >>> load_round("no/such/run", "ticket", 0)  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        FileNotFoundError: load_round: no/such/run/ticket/round_0 is not a finished round
+    """
+    func = "load_round"
+    rd = round_dir(run_dir, condition, k)
+    if not (rd / "summary.json").is_file():
+        raise FileNotFoundError(f"{func}: {rd} is not a finished round (no summary.json)")
+    point = None
+    if condition == "ticket" and k == 0:
+        rp = rd / "rewind_point.safetensors"
+        point = load_weights(func, rp if rp.is_file() else init_path(Path(run_dir)), device)
+    return RoundResult(
+        condition,
+        k,
+        _load_mask(func, rd / "mask.safetensors", device),
+        load_weights(func, rd / "rewind.safetensors", device),
+        load_weights(func, rd / "final.safetensors", device),
+        tuple(read_metrics(func, rd / "metrics.jsonl")),
+        point,
+    )

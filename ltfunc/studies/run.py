@@ -1,0 +1,328 @@
+"""Running a study seed by seed, and collecting its finished rounds into results.
+
+:func:`run_study` trains (or resumes) every seed with :func:`ltfunc.run_imp`; :func:`collect`
+reads the finished rounds, aggregates them over seeds and writes the results
+(:mod:`ltfunc.studies.results`); :func:`reproduce` does both (``ltfunc reproduce``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from .. import report
+from .._checks import check_bool
+from ..experiment import RunResult, run_imp
+from .machine import _record_machine, machine_info
+from .registry import (
+    Study,
+    _changed_overrides,
+    _check_overrides,
+    _check_seeds,
+    get_study,
+    run_name,
+    study_configs,
+)
+from .results import _write_results
+from .state import _found_seeds, _holds, _seed_states
+
+__all__ = ["CollectResult", "collect", "reproduce", "run_study"]
+
+PathLike = str | os.PathLike[str]
+
+_AGG_METRICS = (
+    "weights_remaining_pct",
+    "early_stop_iteration",
+    "test_accuracy_at_early_stop",
+    "wall_seconds",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# running
+
+
+def _check_path(func: str, name: str, value: Any) -> Path:
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{func}: {name} must be a path, got {type(value).__name__} {value!r}")
+    return Path(value)
+
+
+def run_study(
+    study: str | Study,
+    seeds: Sequence[int] | None = None,
+    *,
+    runs_dir: PathLike = "runs",
+    overrides: Mapping[str, int] | None = None,
+    data_root: PathLike | None = None,
+    device: str | None = None,
+    compile: bool | None = None,
+    progress: bool = True,
+    download: bool | None = None,
+) -> tuple[RunResult, ...]:
+    """Run (or resume) every seed of a study in turn into ``RUNS_DIR/<prefix>-seed<k>``.
+
+    Each seed is one :func:`ltfunc.run_imp` call (ticket rounds and both baselines); finished
+    rounds are skipped, an unfinished round is redone from its start. The machine is added to
+    the run's ``machines.json``.
+
+    Args:
+        study: A name of :data:`STUDIES` or a :class:`Study`.
+        seeds: The seeds (default: the study's).
+        runs_dir: Parent folder of the run directories.
+        overrides: As for :func:`study_configs` (recorded as deviations by :func:`collect`).
+        data_root: Folder holding ``mnist/`` and ``fashion-mnist/`` (see :func:`ltfunc.load_dataset`).
+        device: Where to train (default ``"cpu"``).
+        compile: ``torch.compile`` the step (default ``True``).
+        progress: Show progress bars (and a line per seed on stderr).
+        download: Passed to :func:`ltfunc.run_imp`.
+
+    Returns:
+        The :class:`ltfunc.experiment.RunResult` of every seed.
+
+    Raises:
+        ValueError, TypeError: Bad arguments, or a run directory that holds another config
+            (raised by :func:`ltfunc.run_imp` before any training).
+        FileNotFoundError: The dataset is missing.
+        FloatingPointError: Training diverged.
+
+    Example:
+        >>> from ltfunc.studies import run_study
+        >>> results = run_study("lenet-mnist", [0], overrides={"iterations": 300})  # doctest: +SKIP
+    """
+    func = "run_study"
+    runs = _check_path(func, "runs_dir", runs_dir)
+    check_bool(func, "progress", progress)
+    s = get_study(study)
+    ovr = _check_overrides(func, overrides)
+    configs = study_configs(s, seeds, overrides=ovr, device=device, compile=compile)
+    prefix = run_name(s, ovr)
+    results = []
+    for i, config in enumerate(configs):
+        run_dir = runs / f"{prefix}-seed{config.seed}"
+        if progress:
+            print(
+                f"reproduce {s.name}: seed {config.seed} ({i + 1}/{len(configs)}) -> {run_dir}",
+                file=sys.stderr,
+                flush=True,
+            )
+        try:
+            results.append(
+                run_imp(config, run_dir, data_root=data_root, progress=progress, download=download)
+            )
+        finally:
+            if _holds(run_dir, config):  # the run started (and maybe trained) on this machine
+                _record_machine(run_dir, machine_info(config.device))
+    return tuple(results)
+
+
+# --------------------------------------------------------------------------------------------
+# collecting
+
+
+class CollectResult(NamedTuple):
+    """What :func:`collect` wrote and how far the study is."""
+
+    out: Path
+    """The output folder."""
+    files: tuple[Path, ...]
+    """The files written, ``results.md`` last."""
+    rows: tuple[dict[str, Any], ...]
+    """The ``rounds.csv`` rows (:data:`ROUND_FIELDS`)."""
+    seeds: tuple[int, ...]
+    """The seeds the study expects (requested ones plus any found in ``runs_dir``)."""
+    finished: int
+    """(seed, condition, round) triples finished."""
+    expected: int
+    """(seed, condition, round) triples the study needs."""
+
+    @property
+    def complete(self) -> bool:
+        """Whether every seed finished every round of every condition."""
+        return self.finished == self.expected
+
+
+def _command(
+    study: Study, seeds: Sequence[int], overrides: Mapping[str, int], runs: Path, out: Path | None
+) -> str:
+    """The ``ltfunc reproduce`` command line of these arguments (defaults left out)."""
+    parts = ["ltfunc", "reproduce", study.name]
+    if tuple(seeds) != study.seeds:
+        parts += ["--seeds", ",".join(map(str, seeds))]
+    for k, v in overrides.items():
+        parts += [f"--{k.replace('_', '-')}", str(v)]
+    if runs != Path("runs"):
+        parts += ["--runs-dir", runs.as_posix()]
+    if out is not None:
+        parts += ["--out", out.as_posix()]
+    return " ".join(parts)
+
+
+def collect(
+    study: str | Study,
+    seeds: Sequence[int] | None = None,
+    *,
+    runs_dir: PathLike = "runs",
+    out: PathLike | None = None,
+    overrides: Mapping[str, int] | None = None,
+) -> CollectResult:
+    """Write the CSVs, figures and ``results.md`` of a study from its finished rounds.
+
+    Reads ``RUNS_DIR/<prefix>-seed<k>`` for the requested seeds and any other seed of the same
+    prefix found there. Seeds not started yet and unfinished rounds are listed as such and the
+    results are labelled *partial* until every seed finished every round. Every file is
+    written atomically; ``results.md`` is written last.
+
+    Args:
+        study: A name of :data:`STUDIES` or a :class:`Study`.
+        seeds: The seeds the study should have (default: the study's).
+        runs_dir: Parent folder of the run directories.
+        out: Output folder (default ``docs/results/<prefix>``).
+        overrides: The overrides the runs were made with (selects ``<prefix>``).
+
+    Returns:
+        :class:`CollectResult`.
+
+    Raises:
+        ValueError: Unknown study, bad seeds or overrides, a run directory of this prefix
+            that holds another config, or a corrupt summary file (named).
+        TypeError: Arguments of the wrong type.
+
+    Example:
+        >>> import tempfile
+        >>> from ltfunc.studies import collect
+        >>> root = tempfile.mkdtemp()
+        >>> res = collect("lenet-mnist", runs_dir=f"{root}/runs", out=f"{root}/out")
+        >>> res.complete, res.finished, res.expected, [p.name for p in res.files]
+        (False, 0, 138, ['rounds.csv', 'runs.csv', 'results.md'])
+    """
+    func = "collect"
+    s = get_study(study)
+    runs = _check_path(func, "runs_dir", runs_dir)
+    requested = s.seeds if seeds is None else _check_seeds(func, seeds)
+    ovr = _changed_overrides(s, _check_overrides(func, overrides))
+    prefix = run_name(s, ovr)
+    out_dir = Path("docs") / "results" / prefix if out is None else _check_path(func, "out", out)
+    command = _command(s, requested, ovr, runs, None if out is None else out_dir)
+    all_seeds = tuple(sorted(set(requested) | _found_seeds(runs, prefix)))
+    configs = dict(zip(all_seeds, study_configs(s, all_seeds, overrides=ovr), strict=True))
+    states = _seed_states(func, prefix, runs, configs)
+    finished = sum(len(v) for st in states for v in st.finished.values())
+    expected = sum(len(v) for st in states for v in st.expected.values())
+    with_rounds = [st for st in states if any(st.finished.values())]
+
+    # per-run rows and the aggregate over seeds
+    run_rows: list[dict[str, Any]] = []
+    seeds_of: dict[tuple[str, int], list[int]] = {}
+    for st in with_rounds:
+        for row in report.summary_rows(st.run_dir):
+            if row["round"] in st.finished.get(row["condition"], ()):
+                run_rows.append({"seed": st.seed, **row})
+                seeds_of.setdefault((row["condition"], row["round"]), []).append(st.seed)
+    agg = report.aggregate([st.run_dir for st in with_rounds], metrics=_AGG_METRICS) if with_rounds else []
+    rows = [
+        {
+            "condition": a["condition"],
+            "round": a["round"],
+            "n_seeds": a["n"],
+            "seeds": ";".join(map(str, seeds_of.get((a["condition"], a["round"]), []))),
+            **{f"{m}_{x}": a[f"{m}_{x}"] for m in _AGG_METRICS[:3] for x in ("mean", "std")},
+            "wall_seconds_mean": a["wall_seconds_mean"],
+        }
+        for a in agg
+        if (a["condition"], a["round"]) in seeds_of
+    ]
+    return CollectResult(
+        out_dir,
+        _write_results(
+            s,
+            states,
+            rows,
+            run_rows,
+            out_dir,
+            command=command,
+            all_seeds=all_seeds,
+            overrides=ovr,
+            finished=finished,
+            expected=expected,
+        ),
+        tuple(rows),
+        all_seeds,
+        finished,
+        expected,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# the one-call entry point
+
+
+def reproduce(
+    study: str | Study,
+    seeds: Sequence[int] | None = None,
+    *,
+    runs_dir: PathLike = "runs",
+    out: PathLike | None = None,
+    overrides: Mapping[str, int] | None = None,
+    data_root: PathLike | None = None,
+    device: str | None = None,
+    compile: bool | None = None,
+    progress: bool = True,
+    download: bool | None = None,
+    collect_only: bool = False,
+) -> CollectResult:
+    """Run (resumably) every seed of a study, then :func:`collect` its results (``ltfunc reproduce``).
+
+    Args:
+        study: A name of :data:`STUDIES` or a :class:`Study`.
+        seeds: The seeds (default: the study's).
+        runs_dir: Parent folder of the run directories ``<prefix>-seed<k>``.
+        out: Output folder (default ``docs/results/<prefix>``).
+        overrides: ``{setting: int}`` for :data:`OVERRIDABLE` settings; recorded as deviations
+            and appended to ``<prefix>``.
+        data_root: Folder holding ``mnist/`` and ``fashion-mnist/``.
+        device: Where to train (default ``"cpu"``).
+        compile: ``torch.compile`` the step (default ``True``).
+        progress: Progress bars and a line per seed on stderr.
+        download: Passed to :func:`ltfunc.run_imp`.
+        collect_only: Train nothing; collect whatever rounds have finished.
+
+    Returns:
+        :class:`CollectResult`.
+
+    Raises:
+        ValueError, TypeError: Bad arguments (unknown study: the message lists the valid ones),
+            or a run directory with another config.
+        FileNotFoundError: The dataset is missing.
+        FloatingPointError: Training diverged.
+
+    Example:
+        >>> import tempfile
+        >>> from ltfunc.studies import reproduce
+        >>> root = tempfile.mkdtemp()
+        >>> res = reproduce("conv2-fashion", runs_dir=f"{root}/runs", out=f"{root}/out", collect_only=True)
+        >>> res.seeds, res.complete, "PARTIAL" in (res.out / "results.md").read_text()
+        ((0, 1), False, True)
+    """
+    func = "reproduce"
+    s = get_study(study)
+    check_bool(func, "collect_only", collect_only)
+    ovr = _check_overrides(func, overrides)
+    chosen = s.seeds if seeds is None else _check_seeds(func, seeds)
+    study_configs(s, chosen, overrides=ovr, device=device, compile=compile)  # validate before any work
+    if not collect_only:
+        run_study(
+            s,
+            chosen,
+            runs_dir=runs_dir,
+            overrides=ovr,
+            data_root=data_root,
+            device=device,
+            compile=compile,
+            progress=progress,
+            download=download,
+        )
+    return collect(s, chosen, runs_dir=runs_dir, out=out, overrides=ovr)
