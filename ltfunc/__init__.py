@@ -22,6 +22,7 @@ from .config import ImpConfig
 from .data import Dataset, Split, batches, load_dataset
 from .evaluation import evaluate
 from .experiment import RunResult, run_imp
+from .loaders import preload
 from .lottery import LotteryTicket
 from .masks import Mask
 from .optim import Optimizer
@@ -70,6 +71,7 @@ __all__ = [
     "next_mask",
     "optim",
     "params",
+    "preload",
     "prune",
     "reset_to",
     "run_imp",
@@ -86,6 +88,7 @@ _LAZY = frozenset(
         "evaluation",
         "experiment",
         "interop",
+        "loaders",
         "lottery",
         "plot",
         "report",

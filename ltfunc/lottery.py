@@ -14,40 +14,47 @@ Code written for the ``lib.LotteryTicket`` class of the hook-based PyTorch repos
         loss, acc, correct = LT.train_on_batch(inputs, targets)
     test_loss, test_acc = LT.eval_all(test_loader)
 
-(``get_masks_by_iteration`` also takes the seed source's keyword names ``prune_itrs=`` and
-``train_iter=``.)
-
-Underneath, masks are immutable :class:`ltfunc.Mask` pytrees from :func:`ltfunc.prune.magnitude`,
-training is one ``torch.compile``'d masked step (:func:`ltfunc.step.make_train_step`) with a
-functional optimizer translated from the ``torch.optim`` one, and the loops of
-:meth:`LotteryTicket.get_masks_by_iteration` / :meth:`LotteryTicket.train_all` are
-:func:`ltfunc.train.fit`. The wrapped module stays the source of truth: every step reads its
-parameters and buffers and writes the results back into them (BatchNorm running statistics
-included), so ``LT.model`` can be evaluated, saved or edited between steps exactly as with
-the seed.
+The wrapped module stays the source of truth; underneath run ltfunc's pure pruning
+(:func:`ltfunc.prune.magnitude`), its masked step (:func:`ltfunc.make_train_step`) and
+:func:`ltfunc.fit`. ``docs/migrating.md`` describes the differences from the seed and how to
+make a user's own loop fast.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import masks as _masks
 from ._checks import check_choice, check_fraction, check_int
-from ._flat import FlatState
-from ._types import Batch, Buffers, DeviceLike, LossFn, Params
+from ._facade import (
+    AUTO_COMPILE_STEPS,
+    BatchResult,
+    CompileMode,
+    Engine,
+    as_mask,
+    check_compile,
+    check_criterion,
+    check_init_weights,
+    check_loader,
+    fast_loader,
+    functional_optimizer,
+    one_of,
+    resolve_device,
+    unpack_batch,
+)
+from ._types import Batch, DeviceLike, LossFn, Params
+from .loaders import PreloadedLoader
 from .masks import Mask
-from .optim import Optimizer, adam, from_torch
-from .params import get_buffers
+from .optim import Optimizer, adam
 from .prune import SCOPES, Rates, Scope, magnitude
-from .step import TrainState, TrainStep, make_train_step
-from .train import fit
+from .step import TrainStep
 
-__all__ = ["DEFAULT_LR", "BatchResult", "LotteryTicket"]
+__all__ = ["AUTO_COMPILE_STEPS", "DEFAULT_LR", "BatchResult", "LotteryTicket"]
 
 DEFAULT_LR: float = 1.2e-3
 """Learning rate of the default optimizer (Adam, as in the seed's MNIST examples)."""
@@ -59,105 +66,17 @@ if hasattr(torch.serialization, "add_safe_globals"):
     torch.serialization.add_safe_globals([Mask])
 
 
-class BatchResult(NamedTuple):
-    """What :meth:`LotteryTicket.train_on_batch` returns, unpackable like the seed's 3-tuple.
-
-    ``loss`` is the criterion's value on the batch (before the update), ``accuracy`` the
-    fraction of correct top-1 predictions in ``[0, 1]`` and ``correct`` their number. Python
-    numbers by default; 0-d tensors with ``sync=False``.
-    """
-
-    loss: float | Tensor
-    accuracy: float | Tensor
-    correct: int | Tensor
-
-
-def _resolve_device(device: Any) -> torch.device:
-    func = "LotteryTicket"
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(
-            f"{func}: device must be 'cpu', 'cuda', 'cuda:N' or a torch.device, "
-            f"got {type(device).__name__} {device!r}"
-        )
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise ValueError(f"{func}: device={device!r} is not a valid device string ({e})") from e
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"{func}: device={device!r} but CUDA is not available on this machine "
-                "(torch.cuda.is_available() is False); use device='cpu'"
-            )
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"{func}: device={device!r} but only {torch.cuda.device_count()} CUDA device(s) exist"
-            )
-    try:
-        torch.empty(0, device=dev)
-    except (RuntimeError, AssertionError) as e:
-        raise ValueError(f"{func}: device={device!r} is not usable here ({e})") from e
-    return dev
-
-
-def _one_of(func: str, name: str, value: Any, alias: str, alias_value: Any) -> Any:
-    """``value`` or the seed source's ``alias`` for it: exactly one must be given."""
-    if value is not None and alias_value is not None:
-        raise TypeError(f"{func}: got both {name}={value!r} and {alias}={alias_value!r}; give one of them")
-    if value is None and alias_value is None:
-        raise TypeError(f"{func}: missing argument {name} ({alias} in the seed's source)")
-    return value if value is not None else alias_value
-
-
-def _check_loader(func: str, loader: Any, name: str) -> None:
-    if isinstance(loader, Iterator):
-        raise TypeError(
-            f"{func}: {name} must be re-iterable (a DataLoader or a list of (inputs, targets) batches), "
-            f"got a one-shot iterator {type(loader).__name__}"
-        )
-    if not isinstance(loader, Iterable):
-        raise TypeError(
-            f"{func}: {name} must be an iterable of (inputs, targets) batches such as a "
-            f"torch.utils.data.DataLoader, got {type(loader).__name__}"
-        )
-
-
-def _unpack(func: str, batch: Any) -> tuple[Any, Any]:
-    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-        raise TypeError(f"{func}: each batch must be an (inputs, targets) pair, got {type(batch).__name__}")
-    return batch[0], batch[1]
-
-
 class LotteryTicket:
-    """The seed's ``LotteryTicket`` API (same methods, argument names and call patterns).
+    r"""The seed's ``LotteryTicket`` API (same methods, argument names and call patterns).
 
-    ``model`` is trained in place and stays the source of truth. Every :meth:`train_on_batch`
-    runs one compiled masked step (:func:`ltfunc.step.make_train_step`, flat fast path) and
-    copies the new weights into ``model``'s parameters with one ``torch._foreach_copy_``
-    (about 70 µs next to a 1.5-2 ms LeNet-300-100 step on a CPU core), so ``LT.model`` is
-    always the up-to-date, masked network, ready to evaluate or ``torch.save``. Buffers are
-    handled the same way: BatchNorm layers in training mode update their running statistics
-    in ``model`` exactly as an ``nn.Module`` training step would (each step reads the model's
-    current buffers and writes the new ones back). If the model's
-    parameters are changed outside the facade (``load_state_dict``, in-place edits), the next
-    step notices it (parameter version counters) and reads them back; the optimizer state is
-    kept. The given ``torch.optim`` optimizer is only *read*: its hyper-parameters are
-    translated by :func:`ltfunc.optim.from_torch` and its current learning rate
-    (``param_groups[0]["lr"]``) is used at every step, so ``torch.optim.lr_scheduler``
-    schedulers stepped by the user keep working (torch then warns once that
-    ``lr_scheduler.step()`` ran before ``optimizer.step()``: harmless, the facade steps in
-    its place). It is never stepped itself.
-
-    Masks are :class:`ltfunc.Mask` objects: immutable ``{parameter name: bool tensor}``
-    mappings, so ``masks["fc1.weight"]`` works, and ``torch.save({"masks": masks}, f)`` /
-    ``torch.load(f)["masks"]`` round-trip them. Masks in the seed's own format (a dict of 0/1
-    numpy arrays or tensors) are accepted by :meth:`set_masks` and the ``masks`` argument.
-    Only the weights of ``nn.Linear`` and ``nn.Conv1d/2d/3d`` layers are pruned; biases and
-    normalization (BatchNorm, LayerNorm) parameters never are. 2-D weights count as fully
-    connected (``fc_prune_percent``), weights with more dimensions as conv kernels
-    (``conv_prune_percent``).
-
-    Where the facade differs from the seed (only where the seed had bugs): ``docs/migrating.md``.
+    ``model`` is trained in place and stays the source of truth: after every step it holds the
+    current, masked weights and BatchNorm statistics, ready to evaluate or ``torch.save``; edits
+    made to it between steps are read back. The ``torch.optim`` optimizer is only read (its
+    hyper-parameters and its current ``lr``, so ``lr_scheduler``\ s keep working), never
+    stepped. Masks are immutable :class:`ltfunc.Mask` mappings; seed-style dicts of 0/1 arrays
+    are accepted. Loaders over standard torchvision datasets are pre-loaded into memory by
+    :meth:`train_all` and :meth:`get_masks_by_iteration` (:func:`ltfunc.preload`). How all
+    this works, and where the facade differs from the seed: ``docs/migrating.md``.
 
     Args:
         model: The network (``nn.Module``); trained in place. It is moved to ``device``.
@@ -171,8 +90,11 @@ class LotteryTicket:
             see :meth:`set_init_weights`.
         masks: Initial masks (as in the seed's later versions); see :meth:`set_masks`.
             Default: all ones (dense).
-        compile: ``torch.compile`` the training step (default). ``False`` runs it eagerly,
-            which avoids the one-time compilation for very short runs.
+        compile: ``"auto"`` (default): run the step eagerly and compile it once the work ahead
+            is long enough to pay for the compilation (:data:`AUTO_COMPILE_STEPS` steps in one
+            call of :meth:`train_all` / :meth:`get_masks_by_iteration`, or after that many
+            :meth:`train_on_batch` steps); the switch happens at a step count, not a time, so
+            runs are reproducible. ``True`` compiles from the first step, ``False`` never.
 
     Raises:
         TypeError: ``model``, ``device``, ``optimizer``, ``criterion`` of the wrong type.
@@ -200,17 +122,15 @@ class LotteryTicket:
         init_weights: Mapping[str, Tensor] | None = None,
         masks: Mapping[str, Any] | None = None,
         *,
-        compile: bool = True,
+        compile: CompileMode = "auto",
     ) -> None:
         func = "LotteryTicket"
         if not isinstance(model, nn.Module):
             raise TypeError(f"{func}: model must be a torch.nn.Module, got {type(model).__name__}")
-        if not isinstance(compile, bool):
-            raise TypeError(f"{func}: compile must be a bool, got {compile!r}")
-        self.device: torch.device = _resolve_device(device)
+        self._compile = check_compile(func, compile)
+        self.device: torch.device = resolve_device(func, device)
         self.model: nn.Module = model
-        self._compile = compile
-        self.criterion: LossFn = self._check_criterion(func, criterion)
+        self.criterion: LossFn = check_criterion(func, criterion)
         self.optimizer: torch.optim.Optimizer | Optimizer | None = None
         self.functional_optimizer: Optimizer
         self._set_optimizer(func, optimizer)
@@ -218,77 +138,32 @@ class LotteryTicket:
         self.init_weights: dict[str, Tensor] | None = None
         if init_weights is not None:
             self.set_init_weights(init_weights)
-        self._masks: Mask = self.init_masks() if masks is None else self._as_mask(func, masks)
-        self._step: TrainStep = self._make_step()
-        # Params and optimizer state in the step's flat layout, as of the last step; ``None``
-        # means "fresh optimizer state at the next step". ``_synced`` is the model's parameter
-        # signature right after the last write-back: if it changed, the user edited the model
-        # (load_state_dict, in-place ops, ``.data =``) and the params are re-read from it.
-        self._flat: FlatState | None = None
-        self._synced: tuple[tuple[int, int], ...] | None = None
+        self._masks: Mask = (
+            self.init_masks() if masks is None else as_mask(func, masks, self.model, self.device)
+        )
+        # the steps, the flat state as of the last step and the write-back into the model
+        self._engine = Engine(self.model, self.functional_optimizer, self.criterion, self._compile)
+        # loaders already pre-loaded (or found not pre-loadable) by train_all / get_masks_by_iteration
+        self._preloaded: weakref.WeakKeyDictionary[Any, PreloadedLoader | None] = weakref.WeakKeyDictionary()
 
     # ------------------------------------------------------------------------------------
     # configuration
 
-    @staticmethod
-    def _check_criterion(func: str, criterion: Any) -> LossFn:
-        if criterion is None:
-            return F.cross_entropy
-        if not callable(criterion):
-            raise TypeError(
-                f"{func}: criterion must be a callable loss(outputs, targets) such as "
-                f"nn.CrossEntropyLoss(), or None for cross-entropy; got {type(criterion).__name__}"
-            )
-        return criterion
-
     def _set_optimizer(self, func: str, optimizer: Any) -> None:
-        if optimizer is None:
-            self.functional_optimizer = adam(lr=DEFAULT_LR)
-        elif isinstance(optimizer, Optimizer):
-            self.functional_optimizer = optimizer
-        elif isinstance(optimizer, torch.optim.Optimizer):
-            self._check_optimizer_params(func, optimizer)
-            try:
-                self.functional_optimizer = from_torch(optimizer)
-            except ValueError as e:
-                raise ValueError(f"{func}: cannot use optimizer {type(optimizer).__name__}: {e}") from e
-        else:
-            raise TypeError(
-                f"{func}: optimizer must be a torch.optim.Optimizer (SGD, Adam, AdamW), an "
-                f"ltfunc.optim.Optimizer or None, got {type(optimizer).__name__}"
-            )
+        default = adam(lr=DEFAULT_LR)
+        self.functional_optimizer = functional_optimizer(func, optimizer, self.model, default)
         self.optimizer = optimizer
 
-    def _check_optimizer_params(self, func: str, optimizer: torch.optim.Optimizer) -> None:
-        in_opt = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        in_model = {id(p) for p in self.model.parameters()}
-        if in_opt - in_model:
-            raise ValueError(
-                f"{func}: optimizer holds {len(in_opt - in_model)} parameter(s) that are not "
-                f"parameters of {type(self.model).__name__} (was it built for another model?)"
-            )
-        if in_model - in_opt:
-            raise ValueError(
-                f"{func}: optimizer covers only {len(in_opt)} of the model's {len(in_model)} "
-                "parameters; the facade trains all of them: build it over model.parameters()"
-            )
-
-    def _make_step(self) -> TrainStep:
-        # Every step is given the model's current buffers (``_buffers``; ``{}`` without any,
-        # known here once) and its new buffers are copied back into the model (``_commit``).
-        self._has_buffers = any(True for _ in self.model.buffers())
-        return make_train_step(self.model, self.functional_optimizer, self.criterion, compile=self._compile)
+    def _rebuild_engine(self, *, keep_state: bool) -> None:
+        """A new engine for a new criterion/optimizer; ``keep_state`` carries the optimizer state over."""
+        old = self._engine
+        self._engine = Engine(self.model, self.functional_optimizer, self.criterion, self._compile)
+        if keep_state:
+            self._engine.restore(old.saved())
+            self._engine.taken = old.taken
 
     def _params(self) -> Params:
-        """The module's parameters as detached tensors that share its storage."""
-        return {name: p.detach() for name, p in self.model.named_parameters()}
-
-    def _buffers(self) -> Buffers:
-        """The model's buffers as detached tensors sharing its storage; ``{}`` if it has none."""
-        return get_buffers(self.model, copy=False) if self._has_buffers else {}
-
-    def _signature(self) -> tuple[tuple[int, int], ...]:
-        return tuple((p._version, p.data_ptr()) for p in self.model.parameters())
+        return self._engine.params()
 
     def _current_lr(self) -> float:
         """The torch optimizer's current lr (a scheduler may have changed it), else the default."""
@@ -297,59 +172,10 @@ class LotteryTicket:
             return float(lr.item() if isinstance(lr, Tensor) else lr)
         return float(self.functional_optimizer.lr)
 
-    def _flat_state(self) -> FlatState:
-        """The step's flat state for the model's current parameters."""
-        step = self._step
-        if self._flat is None:  # a fresh optimizer state
-            self._flat = step._pack(step.init(self._params(), buffers=self._buffers()))
-        elif self._signature() != self._synced:
-            opt_state = step._unpack(self._flat, 0).opt_state
-            self._flat = step._pack(TrainState(self._params(), opt_state, 0, self._buffers()))
-        return self._flat
-
-    def _commit(self, state: FlatState) -> None:
-        """Keep ``state`` and copy its params and buffers into the model (foreach copies)."""
-        views = self._step.layout.views(state.params)
-        params = dict(self.model.named_parameters())
-        with torch.no_grad():
-            torch._foreach_copy_([params[n] for n in views], list(views.values()))
-            if state.buffers:
-                buffers = dict(self.model.named_buffers())
-                torch._foreach_copy_([buffers[n] for n in state.buffers], list(state.buffers.values()))
-        # the model now holds the buffers: the next step reads them from there
-        self._flat = state._replace(buffers={})
-        self._synced = self._signature()
-
-    def _reset_optimizer_state(self) -> None:
-        self._flat, self._synced = None, None
-
-    def _as_mask(self, func: str, masks: Any) -> Mask:
-        if isinstance(masks, Mask):
-            mask = masks
-        elif isinstance(masks, Mapping):
-            try:
-                mask = _masks.from_dict(masks)
-            except (TypeError, ValueError, RuntimeError) as e:
-                raise TypeError(
-                    f"{func}: masks must map parameter names to 0/1 tensors or arrays ({e})"
-                ) from e
-        else:
-            raise TypeError(
-                f"{func}: masks must be an ltfunc Mask or a dict of parameter name -> 0/1 "
-                f"tensor/array, got {type(masks).__name__}"
-            )
-        mask = mask.to(self.device)
-        params = self._params()
-        _masks.check_compatible(mask, params, func)
-        not_float = [k for k in mask if not params[k].is_floating_point()]
-        if not_float:
-            raise TypeError(f"{func}: masks cover non floating point parameters {not_float}")
-        return mask
-
     @property
     def train_step(self) -> TrainStep:
         """The :class:`ltfunc.step.TrainStep` the facade trains with (e.g. ``num_compiles``)."""
-        return self._step
+        return self._engine.current()
 
     @property
     def masks(self) -> Mask:
@@ -383,7 +209,7 @@ class LotteryTicket:
             >>> ltfunc.masks.density(LT.set_masks(LT.get_masks_by_single_shot(0.0, 0.5, "global")).masks)
             0.5
         """
-        self._masks = self._as_mask("set_masks", masks)
+        self._masks = as_mask("set_masks", masks, self.model, self.device)
         return self
 
     def set_init_weights(self, init_weights: Mapping[str, Tensor]) -> LotteryTicket:
@@ -409,31 +235,7 @@ class LotteryTicket:
             >>> LT.set_init_weights(copy.deepcopy(model.state_dict())) is LT
             True
         """
-        func = "set_init_weights"
-        if not isinstance(init_weights, Mapping):
-            raise TypeError(
-                f"{func}: init_weights must be the model's state_dict() (a mapping of names to "
-                f"tensors), got {type(init_weights).__name__}"
-            )
-        expected = self.model.state_dict()
-        missing = [k for k in expected if k not in init_weights]
-        unexpected = [k for k in init_weights if k not in expected]
-        if missing or unexpected:
-            raise ValueError(
-                f"{func}: init_weights does not match {type(self.model).__name__}.state_dict(): "
-                f"missing keys {missing}, unexpected keys {unexpected}"
-            )
-        for k, v in init_weights.items():
-            if not isinstance(v, Tensor):
-                raise TypeError(f"{func}: init_weights[{k!r}] must be a tensor, got {type(v).__name__}")
-            if tuple(v.shape) != tuple(expected[k].shape):
-                raise ValueError(
-                    f"{func}: init_weights[{k!r}] has shape {tuple(v.shape)}, the model expects "
-                    f"{tuple(expected[k].shape)}"
-                )
-        self.init_weights = {
-            k: v.detach().to(self.device, dtype=expected[k].dtype, copy=True) for k, v in init_weights.items()
-        }
+        self.init_weights = check_init_weights("set_init_weights", init_weights, self.model, self.device)
         return self
 
     def set_criterion(self, criterion: LossFn | None) -> LotteryTicket:
@@ -455,8 +257,8 @@ class LotteryTicket:
             >>> LT.set_criterion(torch.nn.CrossEntropyLoss(label_smoothing=0.1)) is LT
             True
         """
-        self.criterion = self._check_criterion("set_criterion", criterion)
-        self._step = self._make_step()
+        self.criterion = check_criterion("set_criterion", criterion)
+        self._rebuild_engine(keep_state=True)
         return self
 
     def set_optimizer(self, optimizer: torch.optim.Optimizer | Optimizer | None) -> LotteryTicket:
@@ -480,8 +282,7 @@ class LotteryTicket:
             True
         """
         self._set_optimizer("set_optimizer", optimizer)
-        self._step = self._make_step()
-        self._reset_optimizer_state()
+        self._rebuild_engine(keep_state=False)
         return self
 
     # ------------------------------------------------------------------------------------
@@ -600,7 +401,7 @@ class LotteryTicket:
             0.5
         """
         func = "get_masks_by_iteration"
-        prune_itr = _one_of(func, "prune_itr", prune_itr, "prune_itrs", prune_itrs)
+        prune_itr = one_of(func, "prune_itr", prune_itr, "prune_itrs", prune_itrs)
         for name, value in (
             ("conv_prune_percent", conv_prune_percent),
             ("fc_prune_percent", fc_prune_percent),
@@ -617,9 +418,9 @@ class LotteryTicket:
                 )
         scope = cast(Scope, check_choice(func, "mode", mode, SCOPES))
         if prune_itr > 1:
-            train_itrs = _one_of(func, "train_itrs", train_itrs, "train_iter", train_iter)
+            train_itrs = one_of(func, "train_itrs", train_itrs, "train_iter", train_iter)
             check_int(func, "train_itrs", train_itrs, 1)
-            _check_loader(func, train_loader, "train_loader")
+            check_loader(func, train_loader, "train_loader")
             if self.init_weights is None:
                 raise ValueError(
                     f"{func}: prune_itr={prune_itr} needs the init weights to reset to: call "
@@ -633,17 +434,19 @@ class LotteryTicket:
             return mask
         assert train_loader is not None and train_itrs is not None  # checked above (prune_itr > 1)
         saved_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        saved = (self._masks, self._flat, self._synced, self.model.training)
+        saved = (self._masks, self._engine.saved(), self.model.training)
         try:
             for k in range(2, prune_itr + 1):
                 self._masks = mask
                 self.train_init()
-                self._train_batches(func, train_loader, train_itrs)
+                horizon = (prune_itr - k + 1) * train_itrs  # steps this search still takes
+                self._train_batches(func, train_loader, train_itrs, horizon)
                 target = Rates(conv=k * conv, fc=k * fc)
                 mask = magnitude(self._params(), mask, sparsity=target, scope=scope)
         finally:
             self.model.load_state_dict(saved_state)  # changes the signature: params re-read
-            self._masks, self._flat, self._synced, was_training = saved
+            self._masks, engine_state, was_training = saved
+            self._engine.restore(engine_state)
             self.model.train(was_training)
         return mask
 
@@ -704,7 +507,7 @@ class LotteryTicket:
             )
         self.model.load_state_dict(self.init_weights)
         self.prune_weights()
-        self._reset_optimizer_state()
+        self._engine.reset_optimizer()
         return self
 
     def train(self) -> LotteryTicket:
@@ -784,9 +587,7 @@ class LotteryTicket:
             True
         """
         batch = self._to_device("train_on_batch", inputs, targets)
-        flat = self._flat_state()._replace(buffers=self._buffers())
-        state, metrics = self._step._flat_step(flat, self._masks, batch, self._current_lr())
-        self._commit(state)
+        metrics = self._engine.run_batch("train_on_batch", self._masks, batch, self._current_lr())
         n = int(batch[1].shape[0])
         if not sync:
             acc_t = metrics["accuracy"]
@@ -795,22 +596,23 @@ class LotteryTicket:
         return BatchResult(loss, acc, round(acc * n))
 
     def _device_batches(self, func: str, loader: Iterable[Any]) -> Iterator[Batch]:
+        loader = fast_loader(func, loader, self._preloaded, self.device)
         while True:
             empty = True
             for batch in loader:
                 empty = False
-                yield self._to_device(func, *_unpack(func, batch))
+                x, y = self._to_device(func, *unpack_batch(func, batch))
+                self._engine.check_batch(func, x)
+                yield x, y
             if empty:
                 raise ValueError(f"{func}: the loader yielded no batches")
 
-    def _train_batches(self, func: str, loader: Iterable[Any], iterations: int) -> None:
+    def _train_batches(self, func: str, loader: Iterable[Any], iterations: int, horizon: int) -> None:
         was_training = self.model.training
         self.model.train()
         try:
-            state = self._step._unpack(self._flat_state(), 0)._replace(buffers=self._buffers())
             batches = self._device_batches(func, loader)
-            state = fit(self._step, state, self._masks, batches, iterations, lr=self._current_lr())
-            self._commit(self._step._pack(state))  # fit's own result: no copy
+            self._engine.run_fit(func, self._masks, batches, iterations, self._current_lr(), horizon)
         finally:
             self.model.train(was_training)
 
@@ -839,8 +641,8 @@ class LotteryTicket:
         """
         func = "train_all"
         check_int(func, "train_itrs", train_itrs, 1)
-        _check_loader(func, train_loader, "train_loader")
-        self._train_batches(func, train_loader, train_itrs)
+        check_loader(func, train_loader, "train_loader")
+        self._train_batches(func, train_loader, train_itrs, train_itrs)
         return self
 
     def eval_all(self, test_loader: Iterable[Any]) -> tuple[float, float]:
@@ -881,7 +683,7 @@ class LotteryTicket:
         try:
             with torch.no_grad():
                 for batch in test_loader:
-                    x, y = self._to_device(func, *_unpack(func, batch))
+                    x, y = self._to_device(func, *unpack_batch(func, batch))
                     outputs = self.model(x)
                     n = int(y.shape[0])
                     loss_sum += self.criterion(outputs, y).double() * n

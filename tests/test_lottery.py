@@ -183,8 +183,8 @@ def test_iteration_retrains_the_pruned_network() -> None:
     pruned_stay_zero: list[bool] = []
 
     class Spy(LotteryTicket):
-        def _train_batches(self, func: str, loader: object, iterations: int) -> None:
-            super()._train_batches(func, loader, iterations)  # type: ignore[arg-type]
+        def _train_batches(self, func: str, loader: object, iterations: int, horizon: int) -> None:
+            super()._train_batches(func, loader, iterations, horizon)  # type: ignore[arg-type]
             for name, m in self.masks.items():
                 pruned_stay_zero.append(bool((dict(self.model.named_parameters())[name][~m] == 0).all()))
 
@@ -720,3 +720,55 @@ def test_example_scripts_run_in_a_chain(data_root: Path, tmp_path: Path) -> None
     accs = {line[:32].strip(): float(line.split()[-1]) for line in summary}
     assert set(accs) == {"dense", "ticket (single-shot)", "ticket (2 rounds)", "random reinit (single-shot)"}
     assert accs["dense"] > 0.6 and all(0.0 <= a <= 1.0 for a in accs.values())
+
+
+# --------------------------------------------------------------------------------------------
+# compile="auto", input checks
+
+
+def auto_ticket(monkeypatch: pytest.MonkeyPatch, after: int) -> LotteryTicket:
+    import ltfunc._facade as facade
+
+    monkeypatch.setattr(facade, "AUTO_COMPILE_STEPS", after)
+    model = ltfunc.models.lenet300(seed=0)
+    return LotteryTicket(model, "cpu", torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9))
+
+
+def test_auto_compile_switches_at_a_step_count_and_is_reproducible(monkeypatch: pytest.MonkeyPatch) -> None:
+    batches = list(make_loader(n=8 * 6, batch_size=8))
+    runs = []
+    for _ in range(2):
+        LT = auto_ticket(monkeypatch, after=3)
+        assert LT.train_step.num_compiles == 0 and not LT.train_step.compiled  # starts eager
+        losses = [LT.train().train_on_batch(x, y).loss for x, y in batches]
+        assert LT.train_step.compiled and LT.train_step.num_compiles == 1  # steps 4.. compiled
+        runs.append((losses, ltfunc.get_params(LT.model)))
+    assert runs[0][0] == runs[1][0] and ltfunc.tree_equal(runs[0][1], runs[1][1])
+
+
+def test_auto_compiles_a_long_train_all_at_once_and_not_a_short_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    loader = list(make_loader(n=32, batch_size=8))
+    LT = auto_ticket(monkeypatch, after=10)
+    LT.train_all(loader, 4)  # 4 < 10 steps ahead: eager
+    assert not LT.train_step.compiled
+    LT.train_all(loader, 10)  # 10 steps ahead: compiled from its first step
+    assert LT.train_step.compiled and LT.train_step.num_compiles == 1
+
+
+def test_train_on_batch_refuses_another_input_shape_and_runs_other_batch_sizes_eagerly() -> None:
+    model = ltfunc.models.lenet300(seed=0)
+    LT = LotteryTicket(model, "cpu", compile=True).train()
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    LT.train_on_batch(x, y)
+    LT.train_on_batch(x[:5], y[:5])  # a smaller last batch: eager, no second graph
+    assert LT.train_step.num_compiles == 1
+    with pytest.raises(ValueError, match=r"per-example shape \(784,\) and dtype torch.float32, but the first"):
+        LT.train_on_batch(x.reshape(8, 784), y)
+    with pytest.raises(ValueError, match=r"dtype torch.float64, but the first batch had \(1, 28, 28\)"):
+        LT.train_on_batch(x.double(), y)
+    assert LT.train_step.num_compiles == 1
+
+
+def test_compile_argument_is_checked() -> None:
+    with pytest.raises(TypeError, match="LotteryTicket: compile must be a bool"):
+        LotteryTicket(ltfunc.models.lenet300(), "cpu", compile="yes")  # type: ignore[arg-type]
