@@ -1,6 +1,10 @@
 """Drop-in speed: the seed's ``LotteryTicket`` (re-implemented in ``bench/seed_style.py``) vs ltfunc's facade.
 
-Three measurements, each comparing its variants in one run:
+Four measurements, each comparing its variants in one run:
+
+0. ``compile``: the facade's time to its first step and its steady step time, eager and
+   compiled (compile cache cold, then warm), in fresh processes; the break-even step count
+   behind ``compile="auto"`` (:data:`ltfunc.lottery.AUTO_COMPILE_STEPS`).
 
 1. ``iteration``: µs per ``train_on_batch`` on LeNet-300-100 (Adam, 80% layer-wise mask, batch
    60), variants interleaved in short windows in one process (min and median over the
@@ -14,7 +18,7 @@ Three measurements, each comparing its variants in one run:
    and with the facade plus the one ``preload`` line; the compile cache cold (a fresh
    ``TORCHINDUCTOR_CACHE_DIR``) and warm.
 
-Run ``python -m bench.facade [--quick] [--part iteration,masks,scripts]``; it prints tables of
+Run ``python -m bench.facade [--quick] [--part compile,iteration,masks,scripts]``; it prints tables of
 times and ratios (no assertion). ``bench/README.md`` records a run.
 """
 
@@ -194,10 +198,44 @@ def part_scripts(root: Path, quick: bool) -> list[tuple[str, str, str, float]]:
     return rows
 
 
+_FIRST_STEP = """
+import sys, time, torch, ltfunc
+torch.set_num_threads(1)
+t0 = time.perf_counter()
+model = ltfunc.models.lenet300(seed=0)
+opt = torch.optim.Adam(model.parameters(), lr=1.2e-3)
+LT = ltfunc.LotteryTicket(model, "cpu", opt, compile=sys.argv[1] == "1")
+g = torch.Generator().manual_seed(0)
+xs, ys = torch.rand(20, 60, 1, 28, 28, generator=g), torch.randint(0, 10, (20, 60), generator=g)
+batches = list(zip(xs, ys))
+LT.train()
+t = time.perf_counter(); LT.train_on_batch(*batches[0]); first = time.perf_counter() - t
+times = []
+for _ in range(15):
+    t = time.perf_counter()
+    for x, y in batches: LT.train_on_batch(x, y)
+    times.append((time.perf_counter() - t) / len(batches))
+print(first, min(times))
+"""
+
+
+def part_compile(quick: bool) -> list[tuple[str, float, float]]:
+    """Time to the first step and the steady step time, eager vs compiled, cold and warm cache."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": tmp, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+        for label, flag in (("eager", "0"), ("compiled, cold cache", "1"), ("compiled, warm cache", "1")):
+            out = subprocess.run(
+                [sys.executable, "-c", _FIRST_STEP, flag], check=True, env=env, capture_output=True, text=True
+            ).stdout.split()
+            rows.append((label, float(out[0]), float(out[1]) * 1e6))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="a short run (checks that everything works)")
-    p.add_argument("--part", default="iteration,masks,scripts")
+    p.add_argument("--part", default="compile,iteration,masks,scripts")
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     root = data_root()
@@ -213,6 +251,15 @@ def main(argv: list[str] | None = None) -> None:
                 else "seed class, pre-loaded batches"
             ]
             print(f"  {k:38s} {lo:8.0f} {med:8.0f}   x{ref / med:5.2f}")
+    if "compile" in parts:
+        rows = part_compile(args.quick)
+        print("\nfacade, LeNet-300-100 Adam batch 60, 1 thread: first step (s) and steady step (µs)")
+        for k, first, step in rows:
+            print(f"  {k:38s} first {first:7.2f} s   steady {step:7.0f} µs")
+        eager = rows[0][2]
+        for k, first, step in rows[1:]:
+            gain = (eager - step) * 1e-6
+            print(f"  break-even ({k}): {(first - rows[0][1]) / gain:7.0f} steps" if gain > 0 else "")
     if "masks" in parts:
         rows = part_masks(root, args.quick)
         seed = rows[0][2]
