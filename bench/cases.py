@@ -33,8 +33,12 @@ SPARSITY = 0.8
 HPARAMS: dict[str, dict[str, float]] = {
     "momentum": {"lr": 0.01, "momentum": 0.9},
     "adam": {"lr": 1.2e-3},
+    "sgd-wd": {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4},
 }
-"""Hyper-parameters shared by every implementation (torch.optim, ltfunc.optim, optax)."""
+"""Hyper-parameters shared by every implementation (torch.optim, ltfunc.optim, optax).
+``"sgd-wd"`` is the CIFAR recipe's SGD (open_lth: lr 0.1, momentum 0.9, weight decay 1e-4)."""
+MNIST_SHAPE: tuple[int, int, int] = (1, 28, 28)
+CIFAR_SHAPE: tuple[int, int, int] = (3, 32, 32)
 
 DEVICES = [
     pytest.param("cpu", id="cpu"),
@@ -84,22 +88,29 @@ def make_model(name: str, device: torch.device) -> nn.Module:
 
 
 def make_mask(model: nn.Module) -> Mask:
-    """Layer-wise magnitude mask at :data:`SPARSITY` for the model's initial weights."""
+    """Layer-wise magnitude mask at :data:`SPARSITY` of the model's prunable weights (initial values).
+
+    The model's own prunable set (:func:`ltfunc.masks.ones` of the module): VGG and ResNet keep
+    their output layer dense.
+    """
     params = ltfunc.get_params(model)
-    return ltfunc.prune.magnitude(params, ltfunc.masks.ones(params), sparsity=SPARSITY)
+    return ltfunc.prune.magnitude(params, ltfunc.masks.ones(model), sparsity=SPARSITY)
 
 
-def fixed_batch(device: torch.device, batch: int = BATCH, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """A synthetic MNIST-shaped batch (kernels do not care about the pixel values)."""
+def fixed_batch(
+    device: torch.device, batch: int = BATCH, seed: int = 0, shape: tuple[int, ...] = MNIST_SHAPE
+) -> tuple[Tensor, Tensor]:
+    """A synthetic batch of inputs ``(batch, *shape)``: MNIST-shaped by default, :data:`CIFAR_SHAPE`
+    for the CIFAR models (kernels do not care about the pixel values)."""
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, 1, 28, 28, generator=gen)
+    x = torch.randn(batch, *shape, generator=gen)
     y = torch.randint(0, 10, (batch,), generator=gen)
     return x.to(device), y.to(device)
 
 
 def torch_optimizer(name: str, params: Any) -> torch.optim.Optimizer:
     """``torch.optim`` with the shared hyper-parameters (PyTorch's default implementation choice)."""
-    if name == "momentum":
+    if name in ("momentum", "sgd-wd"):
         return torch.optim.SGD(params, **HPARAMS[name])
     return torch.optim.Adam(params, **HPARAMS[name])
 
@@ -234,7 +245,7 @@ def ltfunc_optimizer(optimizer: str) -> Any:
     """The ``ltfunc.optim`` optimizer with the shared hyper-parameters."""
     from ltfunc import optim
 
-    if optimizer == "momentum":
+    if optimizer in ("momentum", "sgd-wd"):
         return optim.sgd(**HPARAMS[optimizer])
     return optim.adam(**HPARAMS[optimizer])
 
@@ -416,6 +427,8 @@ def check_against_reference(
     mask: Mask | None,
     *,
     steps: int = 3,
+    batch: int = BATCH,
+    shape: tuple[int, ...] = MNIST_SHAPE,
 ) -> None:
     """Assert that ``runner`` trains exactly like the textbook masked step (and warm it up).
 
@@ -423,10 +436,12 @@ def check_against_reference(
     agree to 1e-4 (relative), their logits on the batch to 5e-3, and every pruned weight of
     ``runner`` must be exactly zero.
 
+    ``batch`` and ``shape`` give the batch's size and input shape (:func:`fixed_batch`).
+
     Raises:
         AssertionError: If the runner computes something else.
     """
-    x, y = fixed_batch(device)
+    x, y = fixed_batch(device, batch, shape=shape)
     ref = masked_eager_torch(name, device, optimizer, mask)
     native = runner.convert(x, y)
     got = [float(runner.step(*native)) for _ in range(steps)]

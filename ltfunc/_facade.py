@@ -239,6 +239,8 @@ class Engine:
         self.taken = 0  # steps run by this engine (the auto policy counts them)
         self._compiled_shape: tuple[int, ...] | None = None  # the one batch shape the compiled step runs
         self._example: tuple[tuple[int, ...], torch.dtype] | None = None
+        self._outputs: int | None = None  # the model's output size (for the label check), once known
+        self._labels_checked = False
         self._flat: FlatState | None = None  # None: a fresh optimizer state at the next step
         self._synced: tuple[tuple[int, int], ...] | None = None
         self._has_buffers = any(True for _ in model.buffers())
@@ -277,6 +279,40 @@ class Engine:
                 f"batch had {self._example[0]} and {self._example[1]}; the facade trains one input shape "
                 "(make another LotteryTicket for other inputs)"
             )
+
+    def check_labels(self, func: str, x: Tensor, y: Tensor) -> None:
+        """Targets must be class labels in ``[0, model outputs)``.
+
+        Reading ``y.min()/max()`` is a host sync on an accelerator, so there the check runs on
+        the first batch only; CPU batches (no sync) are checked every time. An out-of-range
+        label would otherwise fail inside the compiled step with an unreadable device assert.
+        """
+        if self._labels_checked and y.device.type != "cpu":
+            return
+        if not isinstance(y, Tensor) or y.dtype != torch.int64 or not y.numel():
+            return  # other target types are the step's to refuse
+        if self._outputs is None:
+            was_training = self.model.training
+            try:
+                self.model.eval()  # one example, no grad, eval mode: no statistics are updated
+                with torch.no_grad():
+                    out = self.model(x[:1])
+            finally:
+                self.model.train(was_training)
+            self._outputs = int(out.shape[-1]) if isinstance(out, Tensor) and out.dim() == 2 else 0
+        lo, hi = (int(v) for v in torch.stack([y.min(), y.max()]).tolist())
+        if lo < 0 or (self._outputs and hi >= self._outputs):
+            limit = self._outputs or "the number of classes"
+            raise ValueError(
+                f"{func}: targets lie in [{lo}, {hi}], but class labels must be in [0, {limit}) "
+                f"(the model has {limit} outputs)"
+            )
+        self._labels_checked = True
+
+    def _checked(self, func: str, batches: Iterator[Batch]) -> Iterator[Batch]:
+        for x, y in batches:
+            self.check_labels(func, x, y)
+            yield x, y
 
     # state --------------------------------------------------------------------------------
     def params(self) -> Params:
@@ -329,6 +365,7 @@ class Engine:
     def run_batch(self, func: str, mask: Mask, batch: Batch, lr: float) -> dict[str, Tensor]:
         """One masked step on ``batch``; the module is updated."""
         self.check_batch(func, batch[0])
+        self.check_labels(func, batch[0], batch[1])
         compiled = self._wants_compiled(0)
         if compiled:
             shape = tuple(batch[0].shape)
@@ -351,6 +388,6 @@ class Engine:
 
         step = self.step(self._wants_compiled(horizon))
         state = step._unpack(self.flat_state(), 0)
-        state = fit(step, state, mask, batches, iterations, lr=lr)
+        state = fit(step, state, mask, self._checked(func, batches), iterations, lr=lr)
         self.commit(step._pack(state))  # fit's own result: no copy
         self.taken += iterations

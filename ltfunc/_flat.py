@@ -228,3 +228,37 @@ def compile_step(fn: Callable[..., Any], counter: list[int]) -> Callable[..., An
 
     unique = _unique_function(fn, unique_tag("step"))
     return torch.compile(unique, backend=backend, fullgraph=True, dynamic=False)
+
+
+def same_leaves(tree: Any, leaves: list[Any]) -> bool:
+    """Whether ``tree``'s leaves are exactly (by identity) ``leaves``."""
+    try:
+        got = optree.tree_leaves(tree, none_is_leaf=True)
+    except Exception:  # not a pytree at all: the caller's full check reports it
+        return False
+    return len(got) == len(leaves) and all(a is b for a, b in zip(got, leaves, strict=True))
+
+
+def handed_out(
+    params: Any,
+    opt_state: Any,
+    names: tuple[str, ...],
+    last_params: tuple[Any, ...],
+    last_opt_leaves: list[Any],
+) -> bool:
+    """Whether ``(params, opt_state)`` are, tensor for tensor, the ones a step handed out last."""
+    return (
+        isinstance(params, Mapping)
+        and len(params) == len(names)
+        and all(params.get(n) is t for n, t in zip(names, last_params, strict=True))
+        and same_leaves(opt_state, last_opt_leaves)
+    )
+
+
+def same_buffers(buffers: Any, last: tuple[tuple[str, Any], ...]) -> bool:
+    """Whether ``buffers`` are, tensor for tensor, the ``(name, tensor)`` pairs handed out last."""
+    return (
+        isinstance(buffers, Mapping)
+        and len(buffers) == len(last)
+        and all(buffers.get(k) is t for k, t in last)
+    )

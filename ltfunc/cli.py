@@ -1,10 +1,11 @@
-"""The ``ltfunc`` command line: ``imp``, ``prune``, ``report``, ``plot`` and ``reproduce``.
+"""The ``ltfunc`` command line: ``imp``, ``prune``, ``report``, ``plot``, ``reproduce`` and ``presets``.
 
 ``ltfunc imp`` runs (or resumes) an IMP experiment into ``RUNS_DIR/NAME`` (see
 :func:`ltfunc.run_imp`), then prints the report table and writes ``plot.png``
 into the run directory. Options come from, in increasing priority: the defaults of
-:class:`ltfunc.ImpConfig`, a ``--config`` file (TOML, or JSON), and the flags given
-on the command line.
+:class:`ltfunc.ImpConfig`, a ``--preset`` (:mod:`ltfunc.presets`), a ``--config`` file
+(TOML, or JSON), and the flags given on the command line. The recipe options (lr schedule,
+augmentation, presets, TensorBoard) are defined in :mod:`ltfunc.cli_args`.
 
 ``ltfunc reproduce STUDY`` runs a study of :data:`ltfunc.studies.STUDIES` at the paper's
 settings (every seed in turn, resumable) and writes its CSVs, figures and ``results.md``.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -23,11 +23,24 @@ from typing import Any
 
 import torch
 
-from . import masks, models, params, prune, report
-from .config import ImpConfig
-from .data import DATASETS, ENV_ROOT, load_dataset
+from . import masks, params, prune, report
+from .cli_args import (
+    add_presets_parser,
+    add_recipe_args,
+    baselines_arg,
+    cmd_presets,
+    dataset_arg,
+    fraction_arg,
+    milestones_arg,
+    model_arg,
+    override_arg,
+    read_config_file,
+    seeds_arg,
+)
+from .config import ImpConfig, build_model
+from .data import ENV_ROOT, load_dataset
 from .experiment import make_config_trainer, run_imp
-from .models import INITS, MODELS
+from .models import INITS
 from .optim import OPTIMIZERS
 from .params import load_tree
 from .ticket import BASELINES
@@ -36,7 +49,7 @@ from .trainer import Weights, train_round
 __all__ = ["build_parser", "imp_config_from_args", "main"]
 
 PROG = "ltfunc"
-_RUN_KEYS = ("name", "runs_dir", "data_root")
+_RUN_KEYS = ("name", "runs_dir", "data_root", "tensorboard", "preset")
 """Keys a --config file may hold besides the ImpConfig fields."""
 
 
@@ -44,64 +57,24 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
     """Show defaults and keep the description's line breaks."""
 
 
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}") from None
-    if not 0.0 <= v < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
-    return v
-
-
-def _override(text: str) -> tuple[str, float]:
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=RATE such as fc1.weight=0.3, got {text!r}")
-    return name, _fraction(value)
-
-
-def _baselines(text: str) -> tuple[str, ...]:
-    if text.strip().lower() in ("", "none"):
-        return ()
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    bad = [n for n in names if n not in BASELINES]
-    if bad:
-        raise argparse.ArgumentTypeError(
-            f"unknown baseline(s) {', '.join(bad)}. "
-            f"Supported: {', '.join(BASELINES)} (comma-separated) or none"
-        )
-    return names
-
-
-def _seeds(text: str) -> tuple[int, ...]:
-    try:
-        seeds = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated ints such as 0,1,2, got {text!r}"
-        ) from None
-    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"expected distinct ints >= 0 such as 0,1,2, got {text!r}")
-    return seeds
-
-
 def _add_rate_args(p: argparse.ArgumentParser, d: Any) -> None:
     cfg = ImpConfig.__dataclass_fields__
     p.add_argument(
         "--rate",
-        type=_fraction,
+        type=fraction_arg,
         default=d(cfg["rate"].default),
         help="fraction of the surviving weights pruned (each round, for imp) in every prunable layer "
         "not covered by the options below",
     )
-    p.add_argument("--conv-rate", type=_fraction, default=d(None), help="rate of conv kernels (None: --rate)")
     p.add_argument(
-        "--fc-rate", type=_fraction, default=d(None), help="rate of fully connected weights (None: --rate)"
+        "--conv-rate", type=fraction_arg, default=d(None), help="rate of conv kernels (None: --rate)"
+    )
+    p.add_argument(
+        "--fc-rate", type=fraction_arg, default=d(None), help="rate of fully connected weights (None: --rate)"
     )
     p.add_argument(
         "--output-rate",
-        type=_fraction,
+        type=fraction_arg,
         default=d(None),
         help="rate of the output layer (None: --fc-rate, else --rate); Frankle & Carbin use half the fc rate",
     )
@@ -109,7 +82,7 @@ def _add_rate_args(p: argparse.ArgumentParser, d: Any) -> None:
         "--override",
         dest="overrides",
         action="append",
-        type=_override,
+        type=override_arg,
         default=d(None),
         metavar="NAME=RATE",
         help="rate of one parameter, e.g. fc1.weight=0.3 (repeatable)",
@@ -124,15 +97,29 @@ def _add_rate_args(p: argparse.ArgumentParser, d: Any) -> None:
 
 def _add_train_args(p: argparse.ArgumentParser, d: Any) -> None:
     cfg = ImpConfig.__dataclass_fields__
-    p.add_argument("--model", choices=tuple(MODELS), default=d(cfg["model"].default), help="architecture")
-    p.add_argument("--dataset", choices=DATASETS, default=d(cfg["dataset"].default), help="dataset")
+    p.add_argument(
+        "--model",
+        type=model_arg,
+        default=d(cfg["model"].default),
+        help="architecture: a name of ltfunc.models.MODELS or an import path package.module:factory "
+        "(a callable returning an nn.Module; given init= and seed= if it takes them)",
+    )
+    p.add_argument(
+        "--dataset",
+        type=dataset_arg,
+        default=d(cfg["dataset"].default),
+        help="dataset: a name of ltfunc.data.DATASETS or an import path package.module:factory "
+        "(a callable returning an ltfunc.data.Dataset)",
+    )
     p.add_argument(
         "--iterations", type=int, default=d(cfg["iterations"].default), help="training iterations per round"
     )
     p.add_argument(
         "--optimizer", choices=tuple(OPTIMIZERS), default=d(cfg["optimizer"].default), help="optimizer"
     )
-    p.add_argument("--lr", type=float, default=d(cfg["lr"].default), help="learning rate (constant)")
+    p.add_argument(
+        "--lr", type=float, default=d(cfg["lr"].default), help="learning rate (the schedule's peak)"
+    )
     p.add_argument(
         "--momentum", type=float, default=d(cfg["momentum"].default), help="momentum (sgd / momentum only)"
     )
@@ -168,6 +155,15 @@ def _add_train_args(p: argparse.ArgumentParser, d: Any) -> None:
         help="download the dataset into --data-root / $LTFUNC_DATA_ROOT if it is missing there",
     )
     p.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        default=d(True),
+        help="CIFAR: skip the MD5 check of the dataset files against the official checksums (for "
+        "files in the same format that are not the official ones: test fixtures, subsets); a run "
+        "option, not recorded in config.json (verify: %(default)s)",
+    )
+    p.add_argument(
         "--quiet", action="store_true", default=d(False), help="no progress bars (for CI and logs)"
     )
 
@@ -181,7 +177,7 @@ def build_parser(*, explicit_only: bool = False) -> argparse.ArgumentParser:
             flags override a ``--config`` file).
 
     Returns:
-        The parser (subcommands ``imp``, ``prune``, ``report``, ``plot``, ``reproduce``).
+        The parser (subcommands ``imp``, ``prune``, ``report``, ``plot``, ``reproduce``, ``presets``).
 
     Example:
         >>> from ltfunc.cli import build_parser
@@ -236,6 +232,7 @@ def build_parser(*, explicit_only: bool = False) -> argparse.ArgumentParser:
         help="0 resets survivors to θ0; k > 0 rewinds them to the dense weights at iteration k",
     )
     _add_train_args(imp, d)
+    add_recipe_args(imp, d)
     imp.add_argument(
         "--eval-every",
         type=int,
@@ -250,7 +247,7 @@ def build_parser(*, explicit_only: bool = False) -> argparse.ArgumentParser:
     )
     imp.add_argument(
         "--baselines",
-        type=_baselines,
+        type=baselines_arg,
         default=d(",".join(BASELINES)),
         help="comma-separated baselines to train beside the ticket (reinit, random_prune), or none",
     )
@@ -314,6 +311,7 @@ def build_parser(*, explicit_only: bool = False) -> argparse.ArgumentParser:
     )
     plot.add_argument("--title", default=None, help="figure title")
     _add_reproduce_parser(sub)
+    add_presets_parser(sub, _HelpFormatter)
     return parser
 
 
@@ -334,7 +332,7 @@ def _add_reproduce_parser(sub: Any) -> None:
     )
     rep.add_argument("study", metavar="STUDY", help=f"the study: {', '.join(STUDIES)}")
     rep.add_argument(
-        "--seeds", type=_seeds, default=None, help="comma-separated seeds (None: the study's, e.g. 0,1,2)"
+        "--seeds", type=seeds_arg, default=None, help="comma-separated seeds (None: the study's, e.g. 0,1,2)"
     )
     rep.add_argument("--runs-dir", default="runs", help="parent folder of the run directories")
     rep.add_argument("--out", default=None, help="output folder (None: docs/results/<prefix>)")
@@ -377,44 +375,20 @@ def _add_reproduce_parser(sub: Any) -> None:
 # config files and merging
 
 
-def _read_config_file(path: str) -> dict[str, Any]:
-    """The mapping stored in a TOML (Python >= 3.11) or JSON config file."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"--config: no such file: {p}")
-    if p.suffix.lower() == ".json":
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"--config: {p} is not valid JSON ({e})") from e
-    else:
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10 has no tomllib (and tomli is not a dependency)
-            raise ValueError(
-                f"--config: reading TOML ({p}) needs Python >= 3.11 (tomllib); on Python "
-                f"{sys.version_info.major}.{sys.version_info.minor} write the same keys to a .json file"
-            ) from None
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-            raise ValueError(f"--config: {p} is not valid TOML ({e})") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"--config: {p} must hold a table/object of options, got {type(data).__name__}")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
-
-
 def imp_config_from_args(argv: Sequence[str]) -> tuple[ImpConfig, dict[str, Any]]:
     """The :class:`ImpConfig` and run options an ``ltfunc imp`` command line asks for.
 
-    Precedence: ``ImpConfig`` defaults < ``--config`` file < flags given on the command line.
+    Precedence: ``ImpConfig`` defaults < ``--preset`` (or ``preset`` in the file) < ``--config``
+    file < flags given on the command line. Overriding a preset's ``iterations`` scales its
+    milestones, warm-up and rewind iteration unless they are given too
+    (:func:`ltfunc.presets.preset_config`).
 
     Args:
         argv: The arguments after ``ltfunc`` (starting with ``"imp"``).
 
     Returns:
         ``(config, options)`` where ``options`` holds ``run_dir``, ``data_root``, ``download``,
-        ``force`` and ``quiet``.
+        ``verify``, ``force``, ``quiet`` and ``tensorboard`` (a folder or ``None``).
 
     Raises:
         SystemExit: On arguments argparse rejects (after printing usage).
@@ -430,9 +404,15 @@ def imp_config_from_args(argv: Sequence[str]) -> tuple[ImpConfig, dict[str, Any]
     explicit = vars(build_parser(explicit_only=True).parse_args(list(argv)))
     fields = [f.name for f in dataclasses.fields(ImpConfig)]
     values: dict[str, Any] = {}
-    run: dict[str, Any] = {"name": None, "runs_dir": "runs", "data_root": None}
+    run: dict[str, Any] = {
+        "name": None,
+        "runs_dir": "runs",
+        "data_root": None,
+        "tensorboard": None,
+        "preset": None,
+    }
     if ns.config is not None:
-        data = _read_config_file(ns.config)
+        data = read_config_file(ns.config)
         unknown = [k for k in data if k not in fields and k not in _RUN_KEYS]
         if unknown:
             raise ValueError(
@@ -441,10 +421,13 @@ def imp_config_from_args(argv: Sequence[str]) -> tuple[ImpConfig, dict[str, Any]
             )
         for k, v in data.items():
             (run if k in _RUN_KEYS else values)[k] = v
-        if isinstance(values.get("baselines"), list):
-            values["baselines"] = tuple(values["baselines"])
+        for key in ("baselines", "milestones"):
+            if isinstance(values.get(key), list):
+                values[key] = tuple(values[key])
         if isinstance(values.get("baselines"), str):
-            values["baselines"] = _baselines(values["baselines"])
+            values["baselines"] = baselines_arg(values["baselines"])
+        if isinstance(values.get("milestones"), str):
+            values["milestones"] = milestones_arg(values["milestones"])
     for k, v in explicit.items():
         if k == "overrides":
             values["overrides"] = {**values.get("overrides", {}), **dict(v)}
@@ -452,14 +435,21 @@ def imp_config_from_args(argv: Sequence[str]) -> tuple[ImpConfig, dict[str, Any]
             values[k] = v
         elif k in _RUN_KEYS:
             run[k] = v
-    config = ImpConfig(**values)
+    if run["preset"] is not None:
+        from .presets import preset_config
+
+        config = preset_config(run["preset"], values)
+    else:
+        config = ImpConfig(**values)
     name = run["name"] or config.config_hash()
     options = {
         "run_dir": Path(run["runs_dir"]) / name,
         "data_root": run["data_root"],
         "download": ns.download,
+        "verify": ns.verify,
         "force": ns.force,
         "quiet": ns.quiet,
+        "tensorboard": None if run["tensorboard"] is None else Path(run["tensorboard"]) / name,
     }
     return config, options
 
@@ -482,14 +472,27 @@ def _cmd_imp(argv: Sequence[str]) -> int:
     run_dir = opts["run_dir"]
     if not opts["quiet"]:
         print(f"ltfunc imp: run directory {run_dir}", file=sys.stderr)
-    result = run_imp(
-        config,
-        run_dir,
-        data_root=opts["data_root"],
-        force=opts["force"],
-        progress=not opts["quiet"],
-        download=_download_flag(opts["download"], opts["data_root"]),
-    )
+    sink = None
+    if opts["tensorboard"] is not None:
+        from .experiment import TensorBoardSink
+
+        sink = TensorBoardSink(opts["tensorboard"], config)
+        if not opts["quiet"]:
+            print(f"ltfunc imp: TensorBoard event files in {opts['tensorboard']}", file=sys.stderr)
+    try:
+        result = run_imp(
+            config,
+            run_dir,
+            data_root=opts["data_root"],
+            force=opts["force"],
+            progress=not opts["quiet"],
+            download=_download_flag(opts["download"], opts["data_root"]),
+            on_record=sink,
+            verify=opts["verify"],
+        )
+    finally:
+        if sink is not None:
+            sink.close()
     if result.resumed and not opts["quiet"]:
         print(f"ltfunc imp: resumed; {len(result.resumed)} finished round(s) kept", file=sys.stderr)
     print(report.format_table(report.summary_rows(run_dir)))
@@ -524,12 +527,12 @@ def _cmd_prune(ns: argparse.Namespace) -> int:
         output=ns.output_rate,
         overrides=dict(ns.overrides or []),
     )
-    model = models.build(ns.model, init=ns.init, seed=ns.seed).to(ns.device)
+    model = build_model(ns.model, init=ns.init, seed=ns.seed).to(ns.device)
     theta = params.get_params(model)
     if ns.mask is not None:
         mask = masks.load(ns.mask, device=ns.device)
     else:
-        mask = masks.ones(theta)
+        mask = masks.ones(model)
     masks.check_compatible(mask, theta, "ltfunc prune --mask")
     if ns.weights is not None:
         loaded = _load_weights(ns.weights, ns.device)
@@ -574,7 +577,11 @@ def _train_dense(ns: argparse.Namespace, model: Any, theta: Any, mask: Any) -> A
         compile=ns.compile,
     )
     ds = load_dataset(
-        config.dataset, ns.data_root, device=config.device, download=_download_flag(ns.download, ns.data_root)
+        config.dataset,
+        ns.data_root,
+        device=config.device,
+        download=_download_flag(ns.download, ns.data_root),
+        verify=ns.verify,
     )
     trainer = make_config_trainer(config, model, ds, splits=("test",), eval_every=config.iterations)
     bar = (
@@ -666,6 +673,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_report(ns)
         if ns.command == "reproduce":
             return _cmd_reproduce(ns)
+        if ns.command == "presets":
+            return cmd_presets(ns)
         return _cmd_plot(ns)
     except (ValueError, TypeError, OSError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)

@@ -1,13 +1,20 @@
-"""MNIST and Fashion-MNIST as normalized tensors on the training device, and batch iterators.
+"""Datasets as tensors on the training device, and on-device batch iterators.
 
-A dataset is read once through torchvision (its raw ``uint8`` tensors, no per-sample PIL or
-``ToTensor``), normalized with the dataset's standard mean/std and moved to the device.
-:func:`batches` then yields shuffled on-device mini-batches with no ``DataLoader``, no worker
-processes and no host-to-device copy per step.
+MNIST and Fashion-MNIST are read once through torchvision (its raw ``uint8`` tensors, no
+per-sample PIL or ``ToTensor``), normalized with the dataset's standard mean/std and moved
+to the device as ``float32`` :class:`Split` s. CIFAR-10 / CIFAR-100 are read by
+:mod:`ltfunc.cifar` (MD5-checked, restricted unpickling) and kept on the device as ``uint8``
+pixels in a :class:`PixelSplit`, a ``Split`` that also carries its per-channel
+:class:`Normalization`, applied when a batch is fetched (:func:`batches`) or evaluated
+(``ltfunc.evaluation.evaluate``): a quarter of the memory, and random crops pad with black
+pixels as torchvision's recipe does. :func:`batches` yields shuffled on-device mini-batches
+with no ``DataLoader``, no worker processes and no host-to-device copy per step, optionally
+augmented on the device (:mod:`ltfunc.augment`) from the stream's seed and the batch index.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,39 +23,92 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from . import cifar
 from ._checks import check_bool, check_choice, check_device, check_int, check_path, check_rng
 from ._types import Batch, DeviceLike
+from .augment import AUGMENTATIONS, _StreamAugmenter
 
 __all__ = [
     "DATASETS",
     "NORMALIZATION",
+    "PIXEL_NORMALIZATION",
+    "TRAIN_SIZE",
     "Dataset",
+    "Normalization",
+    "PixelSplit",
     "Split",
     "batches",
     "load_dataset",
     "resolve_root",
 ]
 
-DATASETS: tuple[str, ...] = ("mnist", "fashion-mnist")
+DATASETS: tuple[str, ...] = ("mnist", "fashion-mnist", "cifar10", "cifar100")
 """Names accepted by :func:`load_dataset` (CLI ``--dataset``)."""
 
 NORMALIZATION: dict[str, tuple[float, float]] = {
     "mnist": (0.1307, 0.3081),
     "fashion-mnist": (0.2860, 0.3530),
 }
-"""Per-dataset ``(mean, std)`` of the training pixels in [0, 1], used to normalize images."""
+"""Grey-scale datasets: ``(mean, std)`` of the training pixels in [0, 1], applied once at loading."""
 
-TRAIN_SIZE: dict[str, int] = {"mnist": 60_000, "fashion-mnist": 60_000}
+TRAIN_SIZE: dict[str, int] = {"mnist": 60_000, "fashion-mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000}
 """Number of training examples of each dataset (before a validation split)."""
 
 ENV_ROOT = "LTFUNC_DATA_ROOT"
-"""Environment variable naming the folder that holds ``mnist/`` and ``fashion-mnist/``."""
+"""Environment variable naming the folder that holds ``mnist/``, ``fashion-mnist/``, ``cifar10/``, ..."""
 
-_SUBDIR = {"mnist": "mnist", "fashion-mnist": "fashion-mnist"}
+_SUBDIR = {"mnist": "mnist", "fashion-mnist": "fashion-mnist", "cifar10": "cifar10", "cifar100": "cifar100"}
+
+
+class Normalization(NamedTuple):
+    """Per-channel ``mean`` / ``std`` of pixels in [0, 1]; calling it normalizes a ``uint8`` batch.
+
+    ``norm(x) = (x / 255 - mean[c]) / std[c]`` per channel ``c`` of ``x`` ``(..., C, H, W)``,
+    in ``float32`` and with the operations of torchvision's ``ToTensor`` + ``Normalize`` (same
+    numbers). The input is not modified.
+
+    Example:
+        >>> import torch
+        >>> from ltfunc.data import Normalization
+        >>> norm = Normalization(mean=(0.5, 0.25), std=(0.5, 0.25))
+        >>> norm(torch.full((1, 2, 1, 1), 255, dtype=torch.uint8)).flatten().tolist()
+        [1.0, 3.0]
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """Normalize ``x`` (``uint8`` pixels ``(..., C, H, W)``) into a new ``float32`` tensor."""
+        mean, std = _channel_constants(self, x.device)
+        return x.to(torch.float32, copy=True).div_(255.0).sub_(mean).div_(std)
+
+
+@functools.lru_cache(maxsize=64)
+def _channel_constants(norm: Normalization, device: torch.device) -> tuple[Tensor, Tensor]:
+    """``mean`` and ``std`` as ``(C, 1, 1)`` tensors on ``device``, made once (no copy per batch)."""
+    return (
+        torch.tensor(norm.mean, dtype=torch.float32, device=device).view(-1, 1, 1),
+        torch.tensor(norm.std, dtype=torch.float32, device=device).view(-1, 1, 1),
+    )
+
+
+PIXEL_NORMALIZATION: dict[str, Normalization] = {
+    "cifar10": Normalization(mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
+    "cifar100": Normalization(mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762)),
+}
+"""Colour datasets kept as ``uint8`` (:class:`PixelSplit`): the per-channel mean and standard
+deviation of the training pixels in [0, 1], applied at every batch fetch. (Not the
+``std=(0.2023, 0.1994, 0.2010)`` often copied for CIFAR-10, which is not the standard deviation
+of the training pixels.)"""
 
 
 class Split(NamedTuple):
-    """One split of a dataset: normalized ``float32`` images ``(N, 1, 28, 28)``, ``int64`` labels ``(N,)``."""
+    """One split of a dataset: model inputs ``x`` (e.g. ``float32 (N, 1, 28, 28)``), ``int64`` labels ``y``.
+
+    A pair: ``x, y = split`` works. :class:`PixelSplit` is the variant that stores ``uint8``
+    pixels and normalizes them when batches are fetched.
+    """
 
     x: Tensor
     y: Tensor
@@ -57,6 +117,93 @@ class Split(NamedTuple):
     def size(self) -> int:
         """Number of examples."""
         return int(self.y.shape[0])
+
+    @property
+    def normalization(self) -> Normalization | None:
+        """What turns ``x[idx]`` into model inputs: ``None`` here (``x`` is used as it is)."""
+        return None
+
+    def normalized(self) -> Split:
+        """This split with model-ready ``float32`` inputs (itself: ``x`` already is)."""
+        return self
+
+
+class PixelSplit(Split):
+    """A :class:`Split` of raw ``uint8`` images ``(N, C, H, W)`` that normalizes them on fetch.
+
+    Still a pair (``x, y = split``, ``len(split) == 2``, ``isinstance(split, Split)``), so
+    everything that takes a ``Split`` takes it; :func:`batches` and
+    ``ltfunc.evaluation.evaluate`` normalize each batch (after augmentation), giving the
+    numbers a pre-normalized ``float32`` copy (:meth:`normalized`) would give. Used as a
+    plain ``(x, y)`` tuple elsewhere, ``x`` is the raw pixels.
+
+    Args:
+        x: ``uint8`` images ``(N, C, H, W)``.
+        y: Labels ``(N,)``.
+        normalization: The :class:`Normalization`, one mean/std per channel ``C``.
+
+    Raises:
+        TypeError: ``x`` not a ``uint8`` tensor, ``y`` not a tensor, ``normalization`` not
+            a :class:`Normalization`.
+        ValueError: ``x`` not 4-D, ``len(y) != len(x)``, or a channel count that does not
+            match the normalization.
+
+    Example:
+        >>> import torch
+        >>> from ltfunc.data import PixelSplit, PIXEL_NORMALIZATION
+        >>> s = PixelSplit(torch.zeros(4, 3, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long),
+        ...                PIXEL_NORMALIZATION["cifar10"])
+        >>> x, y = s
+        >>> x.dtype, s.normalized().x.dtype, round(s.normalized().x[0, 0, 0, 0].item(), 4)
+        (torch.uint8, torch.float32, -1.9895)
+    """
+
+    def __new__(cls, x: Tensor, y: Tensor, normalization: Normalization) -> PixelSplit:
+        func = "PixelSplit"
+        if not isinstance(x, Tensor) or x.dtype != torch.uint8 or not isinstance(y, Tensor):
+            raise TypeError(
+                f"{func}: x must be a uint8 tensor and y a tensor, got {type(x).__name__} "
+                f"{getattr(x, 'dtype', '')} and {type(y).__name__}"
+            )
+        if not isinstance(normalization, Normalization):
+            raise TypeError(
+                f"{func}: normalization must be a Normalization, got {type(normalization).__name__}"
+            )
+        if x.dim() != 4 or y.dim() != 1 or x.shape[0] != y.shape[0]:
+            raise ValueError(
+                f"{func}: x must be (N, C, H, W) and y (N,), got shapes {tuple(x.shape)} and {tuple(y.shape)}"
+            )
+        if not len(normalization.mean) == len(normalization.std) == x.shape[1]:
+            raise ValueError(
+                f"{func}: x has {x.shape[1]} channels but the normalization has "
+                f"{len(normalization.mean)} means and {len(normalization.std)} stds"
+            )
+        self = super().__new__(cls, x, y)
+        self._normalization = normalization  # the tuple holds (x, y); this lives in the instance dict
+        return self
+
+    _normalization: Normalization
+
+    @property
+    def normalization(self) -> Normalization:
+        """The per-channel normalization applied to every fetched batch."""
+        return self._normalization
+
+    def normalized(self) -> Split:
+        """A plain :class:`Split` with the normalized ``float32`` images (4x the memory)."""
+        return Split(self._normalization(self.x), self.y)
+
+    def _replace(self, **changes: Tensor) -> PixelSplit:
+        x, y = changes.pop("x", self.x), changes.pop("y", self.y)
+        if changes:
+            raise ValueError(f"Got unexpected field names: {list(changes)!r}")
+        return PixelSplit(x, y, self._normalization)
+
+    def __getnewargs__(self) -> tuple[Tensor, Tensor, Normalization]:
+        return (self.x, self.y, self._normalization)
+
+    def __repr__(self) -> str:
+        return f"PixelSplit(x={self.x!r}, y={self.y!r}, normalization={self._normalization!r})"
 
 
 class Dataset(NamedTuple):
@@ -71,8 +218,9 @@ class Dataset(NamedTuple):
 def resolve_root(root: str | os.PathLike[str] | None = None) -> Path:
     """The data folder to use: ``root`` if given, else ``$LTFUNC_DATA_ROOT``, else ``~/.cache/ltfunc/data``.
 
-    The folder holds one sub-folder per dataset (``mnist/``, ``fashion-mnist/``), each in
-    torchvision layout (e.g. ``mnist/MNIST/raw/train-images-idx3-ubyte``).
+    The folder holds one sub-folder per dataset (``mnist/``, ``fashion-mnist/``, ``cifar10/``,
+    ``cifar100/``), each in torchvision layout (e.g. ``mnist/MNIST/raw/train-images-idx3-ubyte``,
+    ``cifar10/cifar-10-batches-py/data_batch_1``).
 
     Args:
         root: An explicit folder, or ``None`` for the default.
@@ -105,8 +253,80 @@ def _missing_message(name: str, folder: Path, reason: str) -> str:
     return (
         f"load_dataset: {name} not found in {folder} ({reason}). Fix: pass root= (CLI --data-root) "
         f"naming the folder that holds {_SUBDIR[name]}/ in torchvision layout, or set "
-        f"${ENV_ROOT}, or allow the download (download=None or True) on a machine with internet."
+        f"${ENV_ROOT}, or allow the download (download=None or True; CLI --download) on a machine "
+        "with internet."
     )
+
+
+MNIST_MD5: dict[str, dict[str, str]] = {
+    "mnist": {
+        "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+        "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+        "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+        "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+        "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+        "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+    },
+}
+"""MD5s of the *uncompressed* official MNIST / Fashion-MNIST files (what torchvision reads).
+torchvision's ``MNIST.resources`` / ``FashionMNIST.resources`` list the ``.gz`` files' MD5s
+only; these were computed from copies whose ``.gz`` files match those official MD5s
+(torchvision 0.29), decompressed by torchvision."""
+
+_IDX_DTYPES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}  # IDX type code -> item size
+
+
+def _check_idx_files(name: str, folder: Path, verify: bool) -> None:
+    """Check the raw IDX files that exist: size against header, then (``verify``) the official MD5.
+
+    Missing files are left to torchvision (and its download, which checks the ``.gz`` MD5s).
+    """
+    import hashlib
+
+    cls_dir = "MNIST" if name == "mnist" else "FashionMNIST"
+    for fname, expected in MNIST_MD5[name].items():
+        path = folder / cls_dir / "raw" / fname
+        if not path.is_file():
+            continue
+        fix = "delete it and download it again (download=True; CLI --download)"
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+            ndim = head[3] if len(head) == 4 else 0
+            dims = fh.read(4 * ndim)
+        size = path.stat().st_size
+        if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in _IDX_DTYPES or len(dims) < 4 * ndim:
+            raise ValueError(f"load_dataset: {path} is not an IDX file (bad header): {fix}")
+        n = 1
+        for i in range(ndim):
+            n *= int.from_bytes(dims[4 * i : 4 * i + 4], "big")
+        want = 4 + 4 * ndim + n * _IDX_DTYPES[head[2]]
+        if size != want:
+            raise ValueError(
+                f"load_dataset: {path} is truncated or corrupt ({size} bytes, its header promises "
+                f"{want}): {fix}"
+            )
+        if verify:
+            got = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+            if got != expected:
+                raise ValueError(
+                    f"load_dataset: {path} has MD5 {got}, expected the official {expected}: the file "
+                    f"is corrupt or not the official one. Fix: {fix}; or pass verify=False to "
+                    "load_dataset to skip the MD5 check (e.g. for hand-made test files)."
+                )
+
+
+def _check_labels(name: str, labels: Tensor, what: str, folder: Path) -> None:
+    """MNIST labels must lie in ``[0, 10)`` (checked once, on the host, before the move)."""
+    k = 10
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= k):
+        raise ValueError(
+            f"load_dataset: the {what} labels of {name} in {folder} lie in [{int(labels.min())}, "
+            f"{int(labels.max())}], outside [0, {k}): the label file is corrupt or not {name}'s"
+        )
 
 
 def _open(name: str, folder: Path, train: bool, download: bool | None) -> Any:
@@ -126,12 +346,46 @@ def _open(name: str, folder: Path, train: bool, download: bool | None) -> Any:
     try:
         return cls(str(folder), train=train, download=True)
     except (OSError, RuntimeError) as e:
-        for p in reversed(made):
-            if p.is_dir() and not any(p.iterdir()):
-                p.rmdir()
+        _remove_empty(made)
         raise FileNotFoundError(
             _missing_message(name, folder, f"files missing and the download failed: {e}")
         ) from e
+
+
+def _remove_empty(made: list[Path]) -> None:
+    for p in reversed(made):
+        if p.is_dir() and not any(p.iterdir()):
+            p.rmdir()
+
+
+def _read_cifar(name: str, folder: Path, download: bool | None, verify: bool) -> cifar.CifarArrays:
+    """Read CIFAR from ``folder`` (``ROOT/<name>/``), downloading the missing files as ``download`` allows."""
+    missing = cifar.missing_files(name, folder)
+    if missing:
+        base = folder / cifar.BASE_FOLDER[name]
+        what = (
+            f"no folder {base}"
+            if not base.is_dir()
+            else f"missing {', '.join(p.name for p in missing)} in {base}"
+        )
+        if download is False:
+            raise FileNotFoundError(_missing_message(name, folder, f"{what}; download=False"))
+        made = [p for p in (folder,) if not p.exists()]
+        try:
+            cifar.download(name, folder)
+        except (OSError, RuntimeError) as e:
+            _remove_empty(made)
+            raise FileNotFoundError(
+                _missing_message(name, folder, f"{what} and the download failed: {e}")
+            ) from e
+    return cifar.read_cifar(name, folder, verify=verify)
+
+
+def _split_indices(n: int, val_size: int, split_seed: int) -> tuple[Tensor, Tensor]:
+    """Sorted ``(train_idx, val_idx)``: ``val_size`` of ``n`` examples drawn with ``split_seed``."""
+    gen = torch.Generator().manual_seed(split_seed)
+    perm = torch.randperm(n, generator=gen)
+    return perm[val_size:].sort().values, perm[:val_size].sort().values
 
 
 def _to_split(images: Tensor, labels: Tensor, mean: float, std: float, device: torch.device) -> Split:
@@ -147,43 +401,62 @@ def load_dataset(
     val_size: int = 0,
     split_seed: int = 0,
     download: bool | None = None,
+    verify: bool = True,
 ) -> Dataset:
-    """Load MNIST or Fashion-MNIST once into normalized tensors on ``device``.
+    """Load a dataset once into tensors on ``device``, with an optional held-out validation split.
 
-    Images become ``float32`` ``(N, 1, 28, 28)`` tensors normalized with the dataset's
-    standard mean/std (:data:`NORMALIZATION`), labels ``int64`` ``(N,)``. A validation split
-    of ``val_size`` examples (Frankle & Carbin hold out 5000) is drawn from the training set
-    by a permutation seeded with ``split_seed``; the remaining examples form ``train``. Both
-    keep the dataset's original order.
+    MNIST / Fashion-MNIST: ``float32`` :class:`Split` s ``(N, 1, 28, 28)`` normalized with the
+    dataset's standard mean/std (:data:`NORMALIZATION`). CIFAR-10 / CIFAR-100: ``uint8``
+    :class:`PixelSplit` s ``(N, 3, 32, 32)`` that carry the per-channel mean/std
+    (:data:`PIXEL_NORMALIZATION`), applied by :func:`batches` and ``evaluate`` at every
+    batch; read by :mod:`ltfunc.cifar` with checksums and a restricted unpickler (CIFAR-100:
+    the 100 fine labels). Labels are ``int64`` ``(N,)``. A validation split of ``val_size``
+    examples (Frankle & Carbin hold out 5000) is drawn from the training set by a permutation
+    seeded with ``split_seed``; the remaining examples form ``train``. Both keep the
+    dataset's original order.
 
     Args:
-        name: One of :data:`DATASETS` (``"mnist"``, ``"fashion-mnist"``).
-        root: Folder holding ``mnist/`` and ``fashion-mnist/`` in torchvision layout;
-            default ``$LTFUNC_DATA_ROOT``, else ``~/.cache/ltfunc/data`` (see :func:`resolve_root`).
+        name: One of :data:`DATASETS` (``"mnist"``, ``"fashion-mnist"``, ``"cifar10"``,
+            ``"cifar100"``).
+        root: Folder holding ``mnist/``, ``fashion-mnist/``, ``cifar10/``, ``cifar100/`` in
+            torchvision layout (e.g. ``cifar10/cifar-10-batches-py/data_batch_1``); default
+            ``$LTFUNC_DATA_ROOT``, else ``~/.cache/ltfunc/data`` (see :func:`resolve_root`).
         device: Device for all tensors. Default: ``"cpu"``.
         val_size: Training examples held out for validation; ``0`` gives ``val=None``.
         split_seed: Seed of the validation split (independent of any training seed).
         download: ``None`` (default) downloads into ``root`` only if files are missing,
             ``True`` downloads if missing and fails loudly, ``False`` never downloads.
+        verify: Check every file's MD5 against the official checksums
+            (:data:`ltfunc.cifar.MD5`, :data:`MNIST_MD5`) before reading it. ``False`` for
+            files in the same format that are not the official ones (test fixtures). MNIST
+            files are always checked for truncation (size against their header), and all
+            labels must lie in ``[0, num_classes)``.
 
     Returns:
         A :class:`Dataset` ``(name, train, val, test)``.
 
     Raises:
         ValueError: Unknown ``name`` (lists :data:`DATASETS`), ``val_size`` not in
-            ``[0, train size)``, or an unusable ``device``.
-        TypeError: ``root``, ``device``, ``val_size``, ``split_seed`` or ``download`` of the
-            wrong type.
+            ``[0, train size)``, an unusable ``device``; a CIFAR file with the wrong
+            checksum, truncated or corrupt (the message names the file and the fix).
+        TypeError: ``root``, ``device``, ``val_size``, ``split_seed``, ``download`` or
+            ``verify`` of the wrong type.
         FileNotFoundError: The files are missing and could not (or may not) be
-            downloaded; the message names the folder searched and how to fix it.
+            downloaded; the message names the folder searched (and for CIFAR the missing
+            files) and how to fix it.
+        ltfunc.cifar.UnsafePickleError: A CIFAR file names Python objects other than numpy
+            arrays (nothing in it is run).
 
     Example:
         >>> import ltfunc
         >>> ltfunc.data.DATASETS
-        ('mnist', 'fashion-mnist')
+        ('mnist', 'fashion-mnist', 'cifar10', 'cifar100')
         >>> ds = ltfunc.data.load_dataset("mnist", val_size=5000)  # doctest: +SKIP
         >>> ds.train.x.shape, ds.val.x.shape, ds.test.y.dtype  # doctest: +SKIP
         (torch.Size([55000, 1, 28, 28]), torch.Size([5000, 1, 28, 28]), torch.int64)
+        >>> ds = ltfunc.data.load_dataset("cifar10", val_size=5000)  # doctest: +SKIP
+        >>> ds.train.x.dtype, ds.train.x.shape, ds.train.normalization.mean  # doctest: +SKIP
+        (torch.uint8, torch.Size([45000, 3, 32, 32]), (0.4914, 0.4822, 0.4465))
     """
     func = "load_dataset"
     check_choice(func, "name", name, DATASETS)
@@ -194,19 +467,22 @@ def load_dataset(
     check_int(func, "split_seed", split_seed)
     if download is not None and not isinstance(download, bool):
         raise TypeError(f"{func}: download must be None, True or False, got {download!r}")
+    check_bool(func, "verify", verify)
     dev = check_device(func, device)
     folder = _resolve_root(func, root) / _SUBDIR[name]
+    if name in PIXEL_NORMALIZATION:
+        return _load_pixels(name, folder, dev, val_size, split_seed, download, verify)
 
+    _check_idx_files(name, folder, verify)
     train_raw = _open(name, folder, train=True, download=download)
     test_raw = _open(name, folder, train=False, download=download)
     mean, std = NORMALIZATION[name]
     images, labels = train_raw.data, train_raw.targets
+    _check_labels(name, labels, "training", folder)
+    _check_labels(name, test_raw.targets, "test", folder)
     val = None
     if val_size:
-        gen = torch.Generator().manual_seed(split_seed)
-        perm = torch.randperm(images.shape[0], generator=gen)
-        val_idx = perm[:val_size].sort().values
-        train_idx = perm[val_size:].sort().values
+        train_idx, val_idx = _split_indices(images.shape[0], val_size, split_seed)
         val = _to_split(images[val_idx], labels[val_idx], mean, std, dev)
         images, labels = images[train_idx], labels[train_idx]
     return Dataset(
@@ -214,6 +490,37 @@ def load_dataset(
         train=_to_split(images, labels, mean, std, dev),
         val=val,
         test=_to_split(test_raw.data, test_raw.targets, mean, std, dev),
+    )
+
+
+def _load_pixels(
+    name: str,
+    folder: Path,
+    dev: torch.device,
+    val_size: int,
+    split_seed: int,
+    download: bool | None,
+    verify: bool,
+) -> Dataset:
+    arrays = _read_cifar(name, folder, download, verify)
+    norm = PIXEL_NORMALIZATION[name]
+    images, labels = arrays.train_x, arrays.train_y
+    n = int(labels.shape[0])  # labels: checked against the class count by ltfunc.cifar
+    if val_size >= n:
+        raise ValueError(
+            f"load_dataset: val_size must be in [0, {n}) for {name} (the files in {folder} hold "
+            f"{n} training images), got {val_size}"
+        )
+    val = None
+    if val_size:
+        train_idx, val_idx = _split_indices(n, val_size, split_seed)
+        val = PixelSplit(images[val_idx].to(dev), labels[val_idx].to(dev), norm)
+        images, labels = images[train_idx], labels[train_idx]
+    return Dataset(
+        name=name,
+        train=PixelSplit(images.to(dev), labels.to(dev), norm),
+        val=val,
+        test=PixelSplit(arrays.test_x.to(dev), arrays.test_y.to(dev), norm),
     )
 
 
@@ -240,6 +547,8 @@ def batches(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     drop_last: bool = True,
+    augment: bool | str = False,
+    start: int = 0,
 ) -> Iterator[Batch]:
     """An infinite iterator of shuffled ``(x, y)`` mini-batches on the split's device.
 
@@ -252,32 +561,60 @@ def batches(
     ``N % batch_size`` examples of each epoch's permutation are skipped; with ``False``
     each epoch ends with a smaller batch holding them.
 
+    Augmentation (``augment="crop_flip"`` or ``True``) crops every image of a batch from its
+    4-pixel zero-padded copy at a random offset and mirrors it with probability 1/2
+    (torchvision's ``RandomCrop(32, padding=4)`` + ``RandomHorizontalFlip()``), on the
+    device, before normalization: on a :class:`PixelSplit` the padding is black pixels, as
+    in torchvision's recipe; on a ``float`` split it is the value 0 (for normalized data,
+    the mean colour). The random choices of batch ``i`` come from
+    :func:`ltfunc.augment.batch_seed` ``(s, i)`` with ``s`` drawn from a copy of the
+    shuffling generator (which stays untouched: the batch order is the same with and
+    without augmentation), so they depend only on the seed and ``i``.
+
+    A :class:`PixelSplit` 's batches are normalized (``float32``) after the gather and the
+    augmentation; any other split's ``x`` rows are yielded as they are.
+
+    ``start=k`` yields exactly what ``itertools.islice(batches(...), k, None)`` yields, with
+    the same generator use, but without gathering or augmenting the skipped batches (the
+    skipped epochs only draw their permutations): resume a stream mid-round with it.
+
     Args:
-        split: A :class:`Split` or any ``(x, y)`` pair of tensors with the same first
-            dimension on the same device. Not modified.
+        split: A :class:`Split` (:class:`PixelSplit` too) or any ``(x, y)`` pair of tensors
+            with the same first dimension on the same device. Not modified.
         batch_size: Examples per batch, ``1 <= batch_size`` (and ``<= N`` if ``drop_last``).
-        seed: Integer seed of the shuffling. Give ``seed`` or ``generator``; with neither,
-            a seed is drawn from torch's global RNG (reproducible under ``torch.manual_seed``).
+        seed: Integer seed of the shuffling (and the augmentation). Give ``seed`` or
+            ``generator``; with neither, a seed is drawn from torch's global RNG
+            (reproducible under ``torch.manual_seed``).
         generator: A ``torch.Generator`` on the CPU or on the split's device; it is
             advanced once per epoch.
         drop_last: Drop each epoch's incomplete last batch. Default: ``True``.
+        augment: ``False`` (default), ``True`` or a name in
+            :data:`ltfunc.augment.AUGMENTATIONS` (``"crop_flip"``); needs images
+            ``(N, C, H, W)``.
+        start: Index of the first batch to yield (``>= 0``). Default: ``0``.
 
     Returns:
         An infinite iterator of ``(x, y)`` batches.
 
     Raises:
-        TypeError: ``split`` is not a pair of tensors, or ``batch_size``/``seed``/``generator``
-            of the wrong type.
+        TypeError: ``split`` is not a pair of tensors, or ``batch_size``/``seed``/``generator``/
+            ``drop_last``/``augment``/``start`` of the wrong type.
         ValueError: Mismatched ``x``/``y`` sizes or devices, an empty split, a
-            ``batch_size`` out of the allowed range, both ``seed`` and ``generator``, or a
-            generator on another device.
+            ``batch_size`` out of the allowed range, both ``seed`` and ``generator``, a
+            generator on another device, an unknown ``augment`` or one on data that are not
+            images, or ``start < 0``.
 
     Example:
-        >>> import torch, ltfunc
+        >>> import itertools, torch, ltfunc
         >>> split = ltfunc.data.Split(torch.arange(10.0).reshape(10, 1), torch.arange(10))
         >>> it = ltfunc.data.batches(split, 4, seed=0)
         >>> [tuple(next(it)[1].shape) for _ in range(3)]
         [(4,), (4,), (4,)]
+        >>> imgs = ltfunc.data.Split(torch.rand(20, 3, 8, 8), torch.arange(20))
+        >>> full = list(itertools.islice(ltfunc.data.batches(imgs, 4, seed=1, augment=True), 7))
+        >>> rest = list(itertools.islice(ltfunc.data.batches(imgs, 4, seed=1, augment=True, start=5), 2))
+        >>> all(torch.equal(a[0], b[0]) for a, b in zip(full[5:], rest))
+        True
     """
     func = "batches"
     if not isinstance(split, tuple) or len(split) != 2 or not all(isinstance(t, Tensor) for t in split):
@@ -303,14 +640,65 @@ def batches(
         )
     if batch_size < 1:
         raise ValueError(f"{func}: batch_size must be >= 1, got {batch_size}")
+    recipe = _check_augment(func, augment, x)
+    check_int(func, "start", start, 0)
     gen = _batch_generator(func, x.device, seed, generator)
-    return _iterate(x, y, batch_size, gen, drop_last)
+    norm = split.normalization if isinstance(split, Split) else None
+    return _iterate(x, y, batch_size, gen, drop_last, start, recipe, norm)
 
 
-def _iterate(x: Tensor, y: Tensor, batch_size: int, gen: torch.Generator, drop_last: bool) -> Iterator[Batch]:
+def _check_augment(func: str, augment: Any, x: Tensor) -> str | None:
+    """The augmentation recipe's name, or ``None`` for none."""
+    if augment is False:
+        return None
+    if augment is True:
+        augment = AUGMENTATIONS[0]
+    elif not isinstance(augment, str):
+        raise TypeError(
+            f"{func}: augment must be a bool or one of {', '.join(map(repr, AUGMENTATIONS))}, "
+            f"got {type(augment).__name__} {augment!r}"
+        )
+    check_choice(func, "augment", augment, AUGMENTATIONS)
+    if x.dim() != 4:
+        raise ValueError(
+            f"{func}: augment={augment!r} needs images (N, C, H, W), got split.x of shape {tuple(x.shape)}"
+        )
+    return augment
+
+
+def _peek_seed(gen: torch.Generator) -> int:
+    """An int drawn from a copy of ``gen`` (``gen`` itself is not advanced)."""
+    copy = torch.Generator(device=gen.device)
+    copy.set_state(gen.get_state())
+    return int(torch.randint(0, 2**62, (), generator=copy, device=gen.device))
+
+
+def _iterate(
+    x: Tensor,
+    y: Tensor,
+    batch_size: int,
+    gen: torch.Generator,
+    drop_last: bool,
+    start: int,
+    recipe: str | None,
+    norm: Normalization | None,
+) -> Iterator[Batch]:
     n = int(x.shape[0])
     stop = n - n % batch_size if drop_last else n
+    per_epoch = -(-stop // batch_size)
+    augment = None if recipe is None else _StreamAugmenter(recipe, _peek_seed(gen))
+    epoch, skip = divmod(start, per_epoch)
+    for _ in range(epoch):  # skipped epochs: only their permutations, to advance the generator
+        torch.randperm(n, generator=gen, device=gen.device)
+    index = start
     while True:
         perm = torch.randperm(n, generator=gen, device=gen.device)[:stop].to(x.device, non_blocking=True)
-        for idx in perm.split(batch_size):
-            yield x.index_select(0, idx), y.index_select(0, idx)
+        for idx in perm.split(batch_size)[skip:]:
+            xb = x.index_select(0, idx)
+            if augment is not None:
+                xb = augment(xb, index)
+            if norm is not None:
+                xb = norm(xb)
+            yield xb, y.index_select(0, idx)
+            index += 1
+        skip = 0

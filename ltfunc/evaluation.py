@@ -21,6 +21,7 @@ from . import masks as _masks
 from ._checks import check_bool, check_callable, check_int, check_tree
 from ._flat import _unique_function, unique_tag
 from ._types import Batch, Buffers, LossFn, Params
+from .data import Split
 from .masks import Mask
 from .params import get_buffers
 
@@ -153,7 +154,8 @@ def evaluate(
         params: Params pytree (masked weights need not be zero: ``mask`` is applied).
         mask: A :class:`~ltfunc.masks.Mask` or ``None``.
         split: An ``ltfunc.data.Split`` or any ``(x, y)`` pair of tensors on the params'
-            device.
+            device. An ``ltfunc.data.PixelSplit`` (``uint8`` images) is normalized batch by
+            batch, with the numbers its normalized ``float32`` copy would give.
         batch_size: Examples per forward pass.
         loss_fn: Batch-mean loss, as in training.
         buffers: Buffers for the forward pass, e.g. the BatchNorm running statistics that
@@ -184,6 +186,7 @@ def evaluate(
     check_tree(func, "params", params, nonempty=True)
     check_int(func, "batch_size", batch_size, 1)
     x, y = _split_tensors(func, split)
+    norm = split.normalization if isinstance(split, Split) else None
     device = next(iter(params.values())).device
     if x.device != device or y.device != device:
         raise ValueError(f"{func}: split is on {x.device} but params are on {device}")
@@ -203,7 +206,10 @@ def evaluate(
         total_correct = torch.zeros((), dtype=torch.int64, device=device)
         params = dict(params)
         for start in range(0, y.shape[0], batch_size):
-            loss, correct = eval_step(params, (x[start : start + batch_size], y[start : start + batch_size]))
+            xb = x[start : start + batch_size]
+            if norm is not None:
+                xb = norm(xb)
+            loss, correct = eval_step(params, (xb, y[start : start + batch_size]))
             total_loss = total_loss + loss
             total_correct = total_correct + correct
     finally:

@@ -7,29 +7,43 @@ is a pure function of round ``k``'s mask and final weights, and the saved weight
 buffers (BatchNorm statistics) too, so a resumed run reproduces an uninterrupted one exactly.
 
 The baselines start at round 1: their round 0 would be the dense ticket round 0 itself.
+
+Every evaluation record goes to the round's ``metrics.jsonl`` (the source of truth) and then
+to an optional sink ``on_record(condition, round, record)``; :class:`TensorBoardSink` is one
+(``ltfunc imp --tensorboard DIR``).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 
 from . import rundir
-from ._checks import check_bool, check_choice
-from .config import ImpConfig
+from ._checks import check_bool, check_callable, check_choice, check_path
+from .config import ImpConfig, call_factory, is_import_path, resolve_factory
 from .data import Dataset, load_dataset
 from .masks import Mask, density, ones
-from .models import build
 from .step import make_train_step
 from .ticket import Record, RoundResult, baseline_round, imp
 from .trainer import Trainer, Weights, make_evaluator, make_trainer
 
-__all__ = ["RunResult", "make_config_trainer", "run_imp"]
+__all__ = [
+    "RecordSink",
+    "RunResult",
+    "TensorBoardSink",
+    "load_config_dataset",
+    "make_config_trainer",
+    "run_imp",
+]
+
+RecordSink = Callable[[str, int, Mapping[str, Any]], None]
+"""``on_record(condition, round, record)``: called with every evaluation record of a round,
+after it is written to ``metrics.jsonl`` (``record``: :data:`ltfunc.rundir.METRIC_FIELDS`)."""
 
 
 class RunResult(NamedTuple):
@@ -57,8 +71,10 @@ def make_config_trainer(
 ) -> Trainer:
     """The :class:`ltfunc.trainer.Trainer` a config describes, as :func:`run_imp` builds it.
 
-    Its optimizer (:meth:`ImpConfig.make_optimizer`), the masked training step (compiled when
-    ``config.compile``), the data order of ``config.seed`` and an evaluator on ``splits``.
+    Its optimizer (:meth:`ImpConfig.make_optimizer`), its learning rate or schedule
+    (:meth:`ImpConfig.make_schedule`: warm-up, milestones, cosine), the masked training step
+    (compiled when ``config.compile``), the data order of ``config.seed`` (augmented with
+    ``config.augment``) and an evaluator on ``splits``.
 
     Args:
         config: The experiment config.
@@ -94,11 +110,116 @@ def make_config_trainer(
         dataset.train,
         iterations=config.iterations,
         batch_size=config.batch_size,
-        lr=config.lr,
+        lr=config.make_schedule(),
         data_seed=config.seed,
         eval_every=config.eval_every if eval_every is None else eval_every,
         evaluate=make_evaluator(model, {n: getattr(dataset, n) for n in splits}, compile=config.compile),
+        augment=config.augment,
     )
+
+
+def load_config_dataset(
+    config: ImpConfig,
+    data_root: str | os.PathLike[str] | None = None,
+    *,
+    download: bool | None = None,
+    verify: bool = True,
+) -> Dataset:
+    """The dataset a config trains on, on ``config.device`` with ``config.val_size`` held out.
+
+    A registry name goes to :func:`ltfunc.load_dataset`; an import path
+    ``package.module:factory`` is called with those of ``root=``, ``device=``, ``val_size=``
+    and ``download=`` it accepts and must return an :class:`ltfunc.data.Dataset`.
+    ``verify`` is passed to :func:`ltfunc.load_dataset` (the MD5 check of the CIFAR files);
+    a factory is not given it.
+
+    Raises:
+        TypeError: ``config`` not an :class:`ImpConfig`; a factory that does not return a
+            :class:`ltfunc.data.Dataset`.
+        ValueError, FileNotFoundError: From :func:`ltfunc.load_dataset` or the factory.
+
+    Example:
+        >>> from ltfunc import ImpConfig
+        >>> from ltfunc.experiment import load_config_dataset
+        >>> load_config_dataset(ImpConfig(), "../shared/data").name  # doctest: +SKIP
+        'mnist'
+    """
+    func = "load_config_dataset"
+    if not isinstance(config, ImpConfig):
+        raise TypeError(f"{func}: config must be an ImpConfig, got {type(config).__name__}")
+    if not is_import_path(config.dataset):
+        return load_dataset(
+            config.dataset,
+            data_root,
+            device=config.device,
+            val_size=config.val_size,
+            download=download,
+            verify=verify,
+        )
+    factory = resolve_factory(func, "dataset", config.dataset)
+    offered = {"root": data_root, "device": config.device, "val_size": config.val_size, "download": download}
+    out = call_factory(func, factory, offered, {})
+    if not isinstance(out, Dataset):
+        raise TypeError(
+            f"{func}: dataset={config.dataset!r} must return an ltfunc.data.Dataset, got {type(out).__name__}"
+        )
+    return out
+
+
+class TensorBoardSink:
+    """A :data:`RecordSink` that writes every evaluation to TensorBoard event files.
+
+    Tags ``<condition>/round_<k>/<metric>`` (``ticket/round_3/test_accuracy``, ...) for every
+    number of the record (train / val / test loss and accuracy, density) and
+    ``<condition>/round_<k>/lr``, the learning rate of the step before the evaluation, with
+    the iteration as the step. Needs the ``tensorboard`` package (``pip install
+    'ltfunc[tensorboard]'``); imported only when a sink is made. The JSONL metrics stay the
+    source of truth: this is a view of them.
+
+    Args:
+        log_dir: Folder for the event files (created).
+        config: The run's config (for the learning rate).
+
+    Raises:
+        ImportError: ``tensorboard`` is not installed (the message says how to install it).
+
+    Example:
+        >>> from ltfunc import ImpConfig, run_imp
+        >>> from ltfunc.experiment import TensorBoardSink
+        >>> sink = TensorBoardSink("runs/tb/quick", ImpConfig(rounds=1, iterations=300))  # doctest: +SKIP
+        >>> run_imp(sink.config, "runs/quick", on_record=sink)  # doctest: +SKIP
+        >>> sink.close()  # doctest: +SKIP
+    """
+
+    def __init__(self, log_dir: str | os.PathLike[str], config: ImpConfig) -> None:
+        func = "TensorBoardSink"
+        path = check_path(func, "log_dir", log_dir)
+        if not isinstance(config, ImpConfig):
+            raise TypeError(f"{func}: config must be an ImpConfig, got {type(config).__name__}")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:
+            raise ImportError(
+                f"{func}: writing TensorBoard files needs the tensorboard package: "
+                f"pip install 'ltfunc[tensorboard]' ({e})"
+            ) from e
+        self.config = config
+        self.log_dir = path
+        self._lr = config.make_schedule()
+        self._writer = SummaryWriter(log_dir=str(path))
+
+    def __call__(self, condition: str, k: int, record: Mapping[str, Any]) -> None:
+        step = int(record["iteration"])
+        prefix = f"{condition}/round_{k}"
+        for name, value in record.items():
+            if name != "iteration" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self._writer.add_scalar(f"{prefix}/{name}", float(value), step)
+        lr = self._lr(max(step - 1, 0)) if callable(self._lr) else self._lr
+        self._writer.add_scalar(f"{prefix}/lr", float(lr), step)
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        self._writer.close()
 
 
 class _Progress:
@@ -155,15 +276,17 @@ def _check_overrides(func: str, config: ImpConfig, mask: Mask) -> None:
 class _Saver:
     """Opens a round's log and bar when it starts (:data:`ltfunc.ticket.RoundHooks`), saves it when done."""
 
-    def __init__(self, run: Path, config: ImpConfig, bars: _Progress) -> None:
-        self.run, self.config, self.bars = run, config, bars
+    def __init__(self, run: Path, config: ImpConfig, bars: _Progress, sink: RecordSink | None) -> None:
+        self.run, self.config, self.bars, self.sink = run, config, bars, sink
         self.log: rundir.MetricsLog | None = None
         self.began = 0.0
+        self.current = ("ticket", 0)
         self.trained: list[tuple[str, int]] = []
 
     def hooks(self, condition: str, k: int) -> tuple[Any, Any]:
         self.log = rundir.start_round(self.run, condition, k)
         self.began = time.perf_counter()
+        self.current = (condition, k)
         bar = self.bars.start(
             f"{condition} round {k}", self.config.iterations - (self.config.rewind if k else 0)
         )
@@ -172,6 +295,8 @@ class _Saver:
     def _append(self, record: Record) -> None:
         assert self.log is not None
         self.log.append(record)
+        if self.sink is not None:
+            self.sink(*self.current, record)
 
     def save(self, result: RoundResult) -> None:
         assert self.log is not None
@@ -201,6 +326,8 @@ def run_imp(
     force: bool = False,
     progress: bool = True,
     download: bool | None = None,
+    on_record: RecordSink | None = None,
+    verify: bool = True,
 ) -> RunResult:
     """Run (or resume) an IMP experiment with its baselines into ``run_dir``.
 
@@ -219,12 +346,20 @@ def run_imp(
         force: Delete a run found in ``run_dir`` (whatever its config) and start over.
         progress: Show tqdm progress bars.
         download: Passed to :func:`ltfunc.load_dataset` (``None``: download if missing).
+        on_record: ``on_record(condition, round, record)``, called with every evaluation
+            record after it is written to the round's ``metrics.jsonl`` (e.g.
+            :class:`TensorBoardSink`); records of rounds skipped on resume are not replayed.
+        verify: Check the CIFAR files against their official MD5 checksums (passed to
+            :func:`ltfunc.load_dataset`); ``False`` for files in the same format that are not
+            the official ones (test fixtures, subsets). A run option like ``download``: it is
+            not part of the config and not written to ``config.json``.
 
     Returns:
         :class:`RunResult`.
 
     Raises:
-        TypeError: ``config`` is not an :class:`ImpConfig`.
+        TypeError: ``config`` is not an :class:`ImpConfig`; its model factory does not return
+            an ``nn.Module`` or its dataset factory no :class:`ltfunc.data.Dataset`.
         ValueError: ``run_dir`` is a file or not writable; it holds a run with another config
             (the message lists the differing fields), of an unknown format version, or, with
             ``resume=False``, any run; a checkpoint needed to resume is corrupt (the message
@@ -248,19 +383,19 @@ def run_imp(
     check_bool(func, "resume", resume)
     check_bool(func, "force", force)
     check_bool(func, "progress", progress)
+    check_bool(func, "verify", verify)
+    check_callable(func, "on_record", on_record, "callable(condition, round, record)", optional=True)
     run = Path(run_dir)
     mode = rundir.check_writable(func, run, config, resume=resume, force=force)
     with rundir.lock(func, run):
         resuming = mode == "resume"
-        dataset = load_dataset(
-            config.dataset, data_root, device=config.device, val_size=config.val_size, download=download
-        )
-        model = build(config.model, init=config.init, seed=config.seed).to(config.device)
+        dataset = load_config_dataset(config, data_root, download=download, verify=verify)
+        model = config.make_model().to(config.device)
         if resuming and rundir.init_path(run).is_file():
             theta0 = rundir.load_weights(func, rundir.init_path(run), config.device)
         else:
             theta0 = Weights.of(model)
-        _check_overrides(func, config, ones(theta0.params))
+        _check_overrides(func, config, ones(model))
         done = 0  # ticket rounds 0 .. done-1 are finished
         while resuming and done <= config.rounds and rundir.is_finished(run, "ticket", done):
             done += 1
@@ -276,7 +411,7 @@ def run_imp(
 
         trainer = make_config_trainer(config, model, dataset)
         bars = _Progress(progress, config.rounds + 1 + config.rounds * len(config.baselines))
-        saver = _Saver(run, config, bars)
+        saver = _Saver(run, config, bars, on_record)
         resumed: list[tuple[str, int]] = []
 
         def baselines(ticket: RoundResult, point: Weights) -> None:

@@ -9,6 +9,7 @@ comparison, and ``Mask.equal`` is a deprecated alias.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from collections.abc import Iterator, Mapping
@@ -61,8 +62,17 @@ class Mask(Mapping[str, Tensor]):
 
     ``True`` keeps a weight, ``False`` prunes it. Keys are a subset of a params pytree's keys
     (the prunable parameters), in the params' order. Attribute and item assignment raise;
-    every operation that changes a mask returns a new one. Pruning functions never write
-    into the tensors of an existing mask; do not mutate them in place yourself.
+    every operation that changes a mask returns a new one.
+
+    A mask owns its data: ``Mask(src)`` copies the tensors of ``src`` (masks are built once
+    per pruning round, so the copy is cheap next to training), so later edits of ``src`` do
+    not change it. Its tensors cannot be made read-only in PyTorch, so an in-place change
+    (``mask["w"][:] = False``) is *detected* instead: the mask records each tensor's
+    ``_version`` counter when built, and the training step (which caches a flat copy of
+    each mask), :func:`apply`, :func:`check_compatible`, :func:`counts`, :func:`density`,
+    :func:`sparsity`, :func:`intersect` and :func:`save` raise ``ValueError`` ("Mask was
+    modified in place") when a counter moved. Build a new mask instead
+    (:func:`from_dict`, the pruning functions).
 
     ``a == b`` for two masks is :func:`ltfunc.params.tree_equal` (same keys in the same
     order, same shapes and values); a mask never equals a plain dict. Measure a mask with
@@ -77,8 +87,9 @@ class Mask(Mapping[str, Tensor]):
         True
     """
 
-    __slots__ = ("_data",)
+    __slots__ = ("_data", "_versions")
     _data: dict[str, Tensor]
+    _versions: tuple[int, ...]
 
     def __init__(self, data: Mapping[str, Tensor]) -> None:
         if not isinstance(data, Mapping):
@@ -91,8 +102,9 @@ class Mask(Mapping[str, Tensor]):
                 raise TypeError(f"Mask: value of {k!r} must be a torch.Tensor, got {type(v).__name__}")
             if v.dtype != torch.bool:
                 raise TypeError(f"Mask: value of {k!r} must have dtype torch.bool, got {v.dtype}")
-            checked[k] = v
+            checked[k] = v.detach().clone()  # own the data: later edits of ``data`` do not leak in
         object.__setattr__(self, "_data", checked)
+        object.__setattr__(self, "_versions", _versions_of(checked))
 
     # Mapping protocol -------------------------------------------------------------------
     def __getitem__(self, key: str) -> Tensor:
@@ -170,6 +182,28 @@ class Mask(Mapping[str, Tensor]):
         return 1.0 - _density(self)
 
 
+def _versions_of(data: Mapping[str, Any]) -> tuple[int, ...]:
+    """The ``_version`` counters of the tensors in ``data`` (-1 for non-tensor leaves)."""
+    if torch.compiler.is_compiling():  # inside a traced function: nothing to record
+        return ()
+    return tuple(v._version if isinstance(v, Tensor) else -1 for v in data.values())
+
+
+def _check_unmodified(func: str, mask: Any) -> None:
+    """Raise if a tensor of ``mask`` was changed in place since the mask was built."""
+    if not isinstance(mask, Mask):
+        return
+    recorded = mask._versions
+    if not recorded or torch.compiler.is_compiling():
+        return
+    for (k, v), version in zip(mask._data.items(), recorded, strict=False):
+        if isinstance(v, Tensor) and v._version != version:
+            raise ValueError(
+                f"{func}: Mask was modified in place (mask[{k!r}]); masks are immutable: build a "
+                "new one with ltfunc.masks.from_dict / the ltfunc.prune functions"
+            )
+
+
 def _flatten(m: Mask) -> tuple[tuple[Tensor, ...], tuple[str, ...], tuple[str, ...]]:
     keys = tuple(m._data)
     return tuple(m._data.values()), keys, keys
@@ -178,7 +212,9 @@ def _flatten(m: Mask) -> tuple[tuple[Tensor, ...], tuple[str, ...], tuple[str, .
 def _unflatten(keys: tuple[str, ...], children: Any) -> Mask:
     # optree may hand back non-tensor leaves during tree_map (e.g. ints); keep them as-is.
     new = object.__new__(Mask)
-    object.__setattr__(new, "_data", dict(zip(keys, children, strict=False)))
+    data = dict(zip(keys, children, strict=False))
+    object.__setattr__(new, "_data", data)
+    object.__setattr__(new, "_versions", _versions_of(data))
     return new
 
 
@@ -209,9 +245,14 @@ _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 def prunable_names(model: nn.Module | Mapping[str, Tensor]) -> list[str]:
     """Names of the parameters that are prunable by default.
 
-    For a module: the ``weight`` of every ``nn.Linear`` and ``nn.Conv1d/2d/3d``. For a params
-    dict: floating tensors with at least 2 dimensions (weight matrices and conv kernels;
-    biases and normalization parameters are 1-D).
+    For a module that declares its prunable parameters with a ``prunable_names()`` method
+    (every built-in model does, :meth:`ltfunc.models.BaseModel.prunable_names`; VGG and
+    ResNet leave their output layer out): those names, in parameter order. For any other
+    module: the ``weight`` of every ``nn.Linear`` and ``nn.Conv1d/2d/3d``. For a params
+    dict, which declares nothing: floating tensors with at least 2 dimensions (weight
+    matrices and conv kernels; biases and normalization parameters are 1-D), so an output
+    layer a module leaves out is in; pass the module (or ``select=``) to :func:`ones` to get
+    its declaration.
 
     Args:
         model: A module or a params pytree.
@@ -220,14 +261,24 @@ def prunable_names(model: nn.Module | Mapping[str, Tensor]) -> list[str]:
         Names in parameter order.
 
     Raises:
-        TypeError: If ``model`` is neither.
+        TypeError: If ``model`` is neither, or its ``prunable_names()`` does not return a
+            list or tuple of str.
+        ValueError: If ``prunable_names()`` names a parameter the module does not have, or
+            one twice.
 
     Example:
         >>> import ltfunc
         >>> ltfunc.masks.prunable_names(ltfunc.models.lenet300())
         ['fc1.weight', 'fc2.weight', 'fc3.weight']
+        >>> m = ltfunc.models.resnet20()
+        >>> "fc.weight" in ltfunc.masks.prunable_names(m), "fc.weight" in ltfunc.masks.prunable_names(
+        ...     ltfunc.get_params(m))
+        (False, True)
     """
     if isinstance(model, nn.Module):
+        declared = getattr(model, "prunable_names", None)
+        if callable(declared):
+            return _declared_names(model, declared())
         chosen = set()
         for mod_name, mod in model.named_modules():
             if isinstance(mod, (nn.Linear, *_CONV_TYPES)) and mod.weight is not None:
@@ -242,26 +293,51 @@ def prunable_names(model: nn.Module | Mapping[str, Tensor]) -> list[str]:
     )
 
 
+def _declared_names(model: nn.Module, declared: Any) -> list[str]:
+    """Check what ``model.prunable_names()`` returned; return it in parameter order."""
+    func, cls = "prunable_names", type(model).__name__
+    if not isinstance(declared, (list, tuple)) or not all(isinstance(n, str) for n in declared):
+        raise TypeError(
+            f"{func}: {cls}.prunable_names() must return a list of parameter names, got {declared!r}"
+        )
+    params = [n for n, _ in model.named_parameters()]
+    unknown = [n for n in declared if n not in params]
+    if unknown:
+        raise ValueError(
+            f"{func}: {cls}.prunable_names() names {unknown}, which are not parameters of the "
+            f"module; parameters: {params}"
+        )
+    if len(set(declared)) != len(declared):
+        raise ValueError(f"{func}: {cls}.prunable_names() names a parameter twice: {list(declared)}")
+    wanted = set(declared)
+    return [n for n in params if n in wanted]
+
+
 def ones(model_or_params: nn.Module | Mapping[str, Tensor], select: Selection = None) -> Mask:
     """An all-ones (fully dense) mask over the prunable parameters.
 
     Args:
         model_or_params: A module or a params pytree; tensors are created on its device.
-        select: Which parameters to mask: ``None`` for :func:`prunable_names`, a list of
-            names, or a predicate ``(name, tensor) -> bool``.
+        select: Which parameters to mask: ``None`` for :func:`prunable_names` (a module's
+            own declaration where it has one: pass the module rather than its params to get
+            it), a list of names, or a predicate ``(name, tensor) -> bool``.
 
     Returns:
         A ``Mask`` with one all-True bool tensor per selected parameter.
 
     Raises:
         TypeError: If the input is not a module/params dict, or a selected parameter is not
-            floating point.
-        ValueError: If ``select`` names unknown parameters or nothing is prunable.
+            floating point; a module's ``prunable_names()`` that returns no list of names.
+        ValueError: If ``select`` (or the module's ``prunable_names()``) names unknown
+            parameters, or nothing is prunable.
 
     Example:
         >>> import ltfunc
         >>> ltfunc.masks.ones(ltfunc.models.lenet300(), select=["fc3.weight"]).keys()
         KeysView(Mask(1 tensors, density=1.0000, kept=1000/1000))
+        >>> vgg = ltfunc.models.vgg11_bn()
+        >>> len(ltfunc.masks.ones(vgg)), len(ltfunc.masks.ones(ltfunc.get_params(vgg)))  # fc.weight
+        (8, 9)
     """
     if isinstance(model_or_params, nn.Module):
         params: Mapping[str, Tensor] = dict(model_or_params.named_parameters())
@@ -288,7 +364,8 @@ def ones(model_or_params: nn.Module | Mapping[str, Tensor], select: Selection = 
         )
     if not names:
         raise ValueError(
-            "ones: nothing is prunable (no Linear/Conv weights, or select matched nothing); "
+            "ones: nothing is prunable (no Linear/Conv weights, an empty prunable_names(), "
+            "or select matched nothing); "
             f"parameters: {list(params)}"
         )
     for n in names:
@@ -321,8 +398,8 @@ def from_dict(data: Mapping[str, Any]) -> Mask:
         raise TypeError(f"from_dict: data must be a mapping, got {type(data).__name__}")
     out = {}
     for k, v in data.items():
-        t = v.detach().clone() if isinstance(v, Tensor) else torch.as_tensor(v)
-        out[k] = t if t.dtype == torch.bool else t != 0
+        t = v.detach() if isinstance(v, Tensor) else torch.as_tensor(v)
+        out[k] = t if t.dtype == torch.bool else t != 0  # Mask(out) copies
     return Mask(out)
 
 
@@ -346,6 +423,7 @@ def check_compatible(mask: Any, params: Any, func: str = "check_compatible") -> 
         >>> ltfunc.masks.check_compatible(ltfunc.masks.ones(p), p)
     """
     check_mask(func, "mask", mask)
+    _check_unmodified(func, mask)
     if not isinstance(params, Mapping):
         raise TypeError(f"{func}: params must be a dict of tensors, got {type(params).__name__}")
     for k, m in mask.items():
@@ -415,6 +493,8 @@ def intersect(a: Mask, b: Mask) -> Mask:
     """
     check_mask("intersect", "a", a)
     check_mask("intersect", "b", b)
+    _check_unmodified("intersect", a)
+    _check_unmodified("intersect", b)
     if list(a) != list(b):
         raise ValueError(f"intersect: masks have different keys: {list(a)} vs {list(b)}")
     for k in a:
@@ -443,6 +523,7 @@ def counts(mask: Mask) -> dict[str, LayerCount]:
         LayerCount(kept=2, total=3)
     """
     check_mask("counts", "mask", mask)
+    _check_unmodified("counts", mask)
     return _counts(mask)
 
 
@@ -474,6 +555,7 @@ def density(mask: Mask) -> float:
         0.25
     """
     check_mask("density", "mask", mask)
+    _check_unmodified("density", mask)
     return _density(mask)
 
 
@@ -495,7 +577,17 @@ def sparsity(mask: Mask) -> float:
         0.75
     """
     check_mask("sparsity", "mask", mask)
+    _check_unmodified("sparsity", mask)
     return 1.0 - _density(mask)
+
+
+def _digest(mask: Mask) -> str:
+    """sha256 over a mask's names, shapes and values (independent of the file's layout)."""
+    h = hashlib.sha256()
+    for k, v in mask.items():
+        h.update(f"{k}:{tuple(v.shape)};".encode())
+        h.update(v.detach().to("cpu").contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def save(mask: Mask, path: str | os.PathLike[str]) -> None:
@@ -516,6 +608,7 @@ def save(mask: Mask, path: str | os.PathLike[str]) -> None:
         True
     """
     check_mask("save", "mask", mask)
+    _check_unmodified("save", mask)
     check_path("save", "path", path)
     _save_tree(dict(mask.items()), path, metadata={"ltfunc.kind": "mask"})
 

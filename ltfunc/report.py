@@ -256,7 +256,24 @@ def _as_run_dirs(func: str, run_dirs: Any) -> list[Path]:
         if resolved in seen:
             raise ValueError(f"{func}: run directory {str(p)!r} is given twice")
         seen[resolved] = p
+    # Two copies of one run (same config *and* seed) are not two seeds: averaging them would
+    # report a spread of 0. Bookkeeping keys (name, device, compile, ...) do not make them differ.
+    runs: dict[str, Path] = {}
+    for p in paths:
+        key = _run_key(rundir.read_config_dict(func, p))
+        if key in runs:
+            raise ValueError(
+                f"{func}: run directories {str(runs[key])!r} and {str(p)!r} hold the same run (equal "
+                "configs, same seed); pass each seed once (a copied run is not another seed)"
+            )
+        runs[key] = p
     return paths
+
+
+def _run_key(config: Mapping[str, Any]) -> str:
+    """The config with bookkeeping removed but the seeds kept, as canonical JSON (equal = same run)."""
+    kept = {k: v for k, v in config.items() if k not in _NON_STUDY_KEYS}
+    return json.dumps(kept, sort_keys=True, default=str)
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -309,7 +326,8 @@ def aggregate(
     Raises:
         TypeError: If ``run_dirs`` is not a path or an iterable of paths.
         FileNotFoundError: If a run directory does not exist.
-        ValueError: If ``run_dirs`` is empty, repeats a directory, is not a run directory, the
+        ValueError: If ``run_dirs`` is empty, repeats a directory (or holds two copies of one
+            run: equal configs including the seed), is not a run directory, the
             runs are not the same study (names the first differing run), ``metrics`` names an
             unknown metric, or a summary file is corrupt (see :func:`summary_rows`).
 

@@ -10,7 +10,9 @@ directories only through this module. Layout (``format_version`` 2)::
         rewind.safetensors           the weights the round started from
         final.safetensors            the trained weights at the end of the round
         metrics.jsonl                one JSON object per evaluation (METRIC_FIELDS)
-        summary.json                 written last = the round is finished (SUMMARY_FIELDS)
+        summary.json                 written last = the round is finished (SUMMARY_FIELDS, plus
+                                     mask_sha256 / mask_kept / mask_total: the mask's checksum
+                                     and counts, checked by load_round; absent in older runs)
     RUN_DIR/ticket/round_0/rewind_point.safetensors   the dense weights at iteration ``rewind``
                                                       (only when ``rewind > 0``)
     RUN_DIR/summary.csv              one row per finished (condition, round): condition + SUMMARY_FIELDS
@@ -36,10 +38,7 @@ import math
 import os
 import re
 import shutil
-import socket
-import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ import torch
 
 from . import masks as _masks
 from ._checks import check_choice, check_int
+from ._lock import LOCK_FILE, _lock_holder, lock  # noqa: F401 (re-exported)
 from .config import ImpConfig, config_diff
 from .params import atomic_write_bytes, load_tree, read_metadata, save_tree
 from .ticket import CONDITIONS, RoundResult
@@ -95,11 +95,10 @@ SUMMARY_FIELDS: tuple[str, ...] = (
 )
 """Keys of ``summary.json``, in order (``summary.csv`` and report rows have ``condition`` in front)."""
 
-LOCK_FILE = ".lock"
-"""Held in a run directory while a process writes into it: ``{"pid", "host", "since"}``."""
 
 _OWNED = ("config.json", "init.safetensors", "summary.csv", "plot.png", *CONDITIONS)
 _BUFFERS_KEY = "ltfunc.buffers"
+_BOOKKEEPING = ("config_hash", "ltfunc_version")  # written by write_config: an ltfunc run
 _ROUND_RE = re.compile(r"^round_(\d+)$")
 _NOT_NONE = ("density", "weights_remaining_pct")
 
@@ -290,6 +289,7 @@ def check_writable(func: str, run_dir: Path, config: ImpConfig, *, resume: bool,
     has_config = (run_dir / "config.json").is_file()
     ours = [n for n in _OWNED if (run_dir / n).exists()]
     if force:
+        _check_forcible(func, run_dir, has_config)
         return "clear"
     if not has_config:
         if ours:
@@ -314,6 +314,38 @@ def check_writable(func: str, run_dir: Path, config: ImpConfig, *, resume: bool,
     return "resume"
 
 
+def _check_forcible(func: str, run_dir: Path, has_config: bool) -> None:
+    """Refuse ``force`` on a directory that holds files but no ltfunc run (touching nothing).
+
+    ``force`` restarts an ltfunc run: a ``config.json`` with ltfunc's bookkeeping keys
+    (``config_hash``, ``ltfunc_version``), or, without one, a run cut short before it was
+    written (``init.safetensors`` or a condition folder). An empty or new directory is fine.
+    """
+    written = init_path(run_dir).is_file() or any((run_dir / c).is_dir() for c in CONDITIONS)
+    if has_config:
+        try:
+            data = read_json(func, run_dir / "config.json")
+        except ValueError:  # corrupt: an ltfunc run only with ltfunc's other files beside it
+            data = None
+            if written:
+                return
+        if isinstance(data, dict) and all(k in data for k in _BOOKKEEPING):
+            return
+        raise ValueError(
+            f"{func}: {run_dir / 'config.json'} is not an ltfunc run's config (no "
+            f"{' / '.join(_BOOKKEEPING)}); force=True / --force only restarts a run directory that "
+            "ltfunc wrote, and would overwrite this folder's files: choose another directory"
+        )
+    entries = [p.name for p in run_dir.iterdir() if not p.name.startswith(".")]
+    if not entries or written:
+        return
+    raise ValueError(
+        f"{func}: {run_dir} holds {sorted(entries)[:5]} but no ltfunc run (no config.json); "
+        "force=True / --force only restarts a run directory that ltfunc wrote, and would overwrite "
+        "this folder's files: choose another (new or empty) directory"
+    )
+
+
 def clear(run_dir: Path) -> None:
     """Remove everything ltfunc writes into a run directory (nothing else)."""
     for name in _OWNED:
@@ -329,70 +361,6 @@ def remove_stale_temps(run_dir: Path) -> None:
     """Delete the temp files of atomic writes that a killed process left behind."""
     for p in run_dir.glob(".*.tmp-*"):
         p.unlink()
-
-
-def _lock_holder(path: Path) -> dict[str, Any] | None:
-    """The lock's owner, or ``None`` when the lock is stale (its process is gone) or missing."""
-    try:
-        raw = path.read_text(encoding="utf-8")
-        age = time.time() - path.stat().st_mtime
-    except FileNotFoundError:
-        return None
-    try:
-        holder = json.loads(raw)
-        pid, host = int(holder["pid"]), str(holder["host"])
-    except (ValueError, KeyError, TypeError):
-        # being written right now by its owner, or garbage left by a crash
-        return {"pid": "?", "host": "?", "since": "?"} if age < 10 else None
-    if host == socket.gethostname():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass  # alive, owned by another user
-    return holder
-
-
-@contextmanager
-def lock(func: str, run_dir: Path) -> Iterator[None]:
-    """Hold ``run_dir/.lock`` for the block; refuse (``ValueError``) while another process holds it.
-
-    A lock whose process is gone (same host, dead pid) is taken over. Two processes writing
-    into one run directory would interleave rounds and summaries.
-    """
-    path = run_dir / LOCK_FILE
-    mine = {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            holder = _lock_holder(path)
-            if holder is None:
-                path.unlink(missing_ok=True)
-                continue
-            raise ValueError(
-                f"{func}: {run_dir} is in use by process {holder.get('pid')} on {holder.get('host')!r} "
-                f"(since {holder.get('since')}); wait for it to finish, or delete {path} if that "
-                "process is gone"
-            ) from None
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(mine, fh)
-        break
-    else:
-        raise ValueError(f"{func}: could not take the lock {path}; another process keeps recreating it")
-    try:
-        yield
-    finally:
-        try:
-            if json.loads(path.read_text(encoding="utf-8")).get("pid") == mine["pid"]:
-                path.unlink()
-        except (OSError, ValueError):
-            pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -626,6 +594,7 @@ def save_round(
     """Write a trained round's files, ``summary.json`` last, and refresh ``summary.csv``."""
     rd = round_dir(run_dir, result.condition, result.round)
     _masks.save(result.mask, rd / "mask.safetensors")
+    summary = {**summary, **_mask_record(result.mask)}
     save_weights(result.start, rd / "rewind.safetensors")
     save_weights(result.final, rd / "final.safetensors")
     if result.rewind_point is not None and rewind:
@@ -633,6 +602,51 @@ def save_round(
     log.finish()
     write_json(rd / "summary.json", dict(summary))
     write_summary_csv(run_dir)
+
+
+def _mask_record(mask: _masks.Mask) -> dict[str, Any]:
+    """The fields ``summary.json`` keeps about its round's mask (checked by :func:`load_round`)."""
+    total = _masks.counts(mask)["__all__"]
+    return {"mask_sha256": _masks._digest(mask), "mask_kept": total.kept, "mask_total": total.total}
+
+
+def _check_round_mask(func: str, path: Path, mask: _masks.Mask, summary: Path, run_dir: Path) -> None:
+    """The mask of a finished round must be the one its summary describes and fit the run's θ0."""
+    data = read_json(func, summary)
+    total = _masks.counts(mask)["__all__"]
+    if isinstance(data, dict):
+        digest = data.get("mask_sha256")  # absent in runs written before ltfunc recorded it
+        if digest is not None and digest != _masks._digest(mask):
+            raise ValueError(
+                f"{func}: {path} is not the mask this round trained with (its checksum differs from "
+                f"the mask_sha256 in {summary}; kept {total.kept} of {total.total}, the summary says "
+                f"{data.get('mask_kept')} of {data.get('mask_total')}); put the round's own mask back, "
+                f"or delete {path.parent} and the rounds after it to redo them"
+            )
+        density = data.get("density")
+        if digest is None and isinstance(density, (int, float)) and abs(density - total.density) > 1e-6:
+            raise ValueError(
+                f"{func}: {path} keeps {total.density:.6f} of the weights but {summary} says "
+                f"density={density}; put the round's own mask back, or delete {path.parent} and the "
+                "rounds after it to redo them"
+            )
+    init = init_path(run_dir)
+    if init.is_file():
+        shapes = _tree_shapes(init)
+        bad = [k for k, v in mask.items() if shapes.get(k) != tuple(v.shape)]
+        if bad:
+            raise ValueError(
+                f"{func}: {path} does not fit this run's model (θ0 in {init}): "
+                + ", ".join(f"{k} {tuple(mask[k].shape)} vs {shapes.get(k, 'missing')}" for k in bad[:5])
+            )
+
+
+def _tree_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Names and shapes in a safetensors file, read from its header only."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
 
 
 def write_summary_csv(run_dir: Path) -> None:
@@ -663,7 +677,9 @@ def load_round(
 
     Raises:
         FileNotFoundError: The round is not finished (no ``summary.json``).
-        ValueError: A corrupt or truncated file (named in the message).
+        ValueError: A corrupt or truncated file (named in the message); a mask file that is not
+            the round's (its checksum ``mask_sha256``, or for older runs its density, differs
+            from ``summary.json``) or does not fit the run's θ0 (keys, shapes).
 
     Example:
         >>> from ltfunc.rundir import load_round
@@ -679,10 +695,15 @@ def load_round(
     if condition == "ticket" and k == 0:
         rp = rd / "rewind_point.safetensors"
         point = load_weights(func, rp if rp.is_file() else init_path(Path(run_dir)), device)
+    mask = _load_mask(func, rd / "mask.safetensors", device)
+    try:
+        _check_round_mask(func, rd / "mask.safetensors", mask, rd / "summary.json", Path(run_dir))
+    except OSError as e:
+        raise ValueError(_checkpoint_message(func, rd / "mask.safetensors", e)) from e
     return RoundResult(
         condition,
         k,
-        _load_mask(func, rd / "mask.safetensors", device),
+        mask,
         load_weights(func, rd / "rewind.safetensors", device),
         load_weights(func, rd / "final.safetensors", device),
         tuple(read_metrics(func, rd / "metrics.jsonl")),

@@ -48,7 +48,16 @@ from torch import Tensor, nn
 
 from . import masks as _masks
 from ._checks import check_bool, check_callable, check_int, check_lr
-from ._flat import FlatLayout, FlatState, _state_flat, _state_views, compile_step, flatten_state
+from ._flat import (
+    FlatLayout,
+    FlatState,
+    _state_flat,
+    _state_views,
+    compile_step,
+    flatten_state,
+    handed_out,
+    same_buffers,
+)
 from ._types import Batch, Buffers, LossFn, Params
 from .masks import Mask
 from .optim import Optimizer, OptState
@@ -299,19 +308,9 @@ class TrainStep:
             )
         last, params, buffers = self._last, state.params, state.buffers
         names = self.layout.names
-        if (
-            last is not None
-            and isinstance(params, Mapping)
-            and len(params) == len(names)
-            and all(params.get(n) is t for n, t in zip(names, last.params, strict=True))
-            and _same_leaves(state.opt_state, last.opt_leaves)
-        ):
+        if last is not None and handed_out(params, state.opt_state, names, last.params, last.opt_leaves):
             fs = last.flat
-            if (
-                isinstance(buffers, Mapping)
-                and len(buffers) == len(last.buffers)
-                and all(buffers.get(k) is t for k, t in last.buffers)
-            ):
+            if same_buffers(buffers, last.buffers):
                 return fs
             return fs._replace(buffers=self._check_buffers(func, "state.buffers", buffers, fs.params.device))
         first = self._check_params(func, "state.params", params)
@@ -448,6 +447,9 @@ class TrainStep:
     def _flat_mask(self, func: str, mask: Any, flat: Tensor) -> Tensor:
         for cached, device, dtype, flat_mask in self._masks:
             if cached is mask and device == flat.device and dtype == flat.dtype:
+                # The flat copy is cached by identity: a mask edited in place must not keep
+                # training under its old values (a few int reads per step).
+                _masks._check_unmodified(func, mask)
                 return flat_mask
         if mask is None:
             flat_mask = torch.ones(self.layout.numel, dtype=flat.dtype, device=flat.device)
@@ -487,7 +489,14 @@ class TrainStep:
                 f"{func}: batch x has shape {tuple(x.shape)} but y has {y.shape[0]} labels; "
                 "x's first dimension must be the batch"
             )
-        if x.is_floating_point() and x.dtype != flat.dtype:
+        if not x.is_floating_point():
+            # ltfunc's own pipeline never gets here: batches() normalizes uint8 CIFAR pixels
+            raise TypeError(
+                f"{func}: batch x has dtype {x.dtype}; the step needs floating-point inputs. "
+                f"Normalize/convert them first (e.g. x.to({flat.dtype}) / 255, or load the data "
+                "with ltfunc.load_dataset and iterate ltfunc.batches)"
+            )
+        if x.dtype != flat.dtype:
             raise ValueError(f"{func}: batch x has dtype {x.dtype} but params are {flat.dtype}")
         if self._example_shape is not None and tuple(x.shape[1:]) != self._example_shape:
             raise ValueError(
@@ -520,14 +529,6 @@ class TrainStep:
         tensor = torch.tensor(value, dtype=torch.float32, device=flat.device)
         self._lr = (value, flat.device, tensor)
         return tensor
-
-
-def _same_leaves(tree: Any, leaves: list[Any]) -> bool:
-    try:
-        got = optree.tree_leaves(tree, none_is_leaf=True)
-    except Exception:  # not a pytree at all: let the full check report it
-        return False
-    return len(got) == len(leaves) and all(a is b for a, b in zip(got, leaves, strict=True))
 
 
 def make_train_step(

@@ -336,7 +336,8 @@ def dense_round(
         init: θ0: :class:`~ltfunc.trainer.Weights`, or a params dict (buffers: copies of the
             step's model's own); not modified.
         rewind: Iteration whose weights later rounds rewind to (0: θ0 itself).
-        mask: Starting mask (default :func:`ltfunc.masks.ones`, i.e. all prunable weights).
+        mask: Starting mask (default: ``ltfunc.masks.ones`` of the step's model, i.e. its
+            prunable weights).
         hooks: Per-round record sink and progress bar, see :data:`RoundHooks`.
 
     Returns:
@@ -361,7 +362,7 @@ def dense_round(
 def _dense_round(
     trainer: Trainer, init: Weights, rewind: int, mask: Mask | None, hooks: RoundHooks
 ) -> RoundResult:
-    mask = _masks.ones(init.params) if mask is None else mask
+    mask = _masks.ones(trainer.step.model) if mask is None else mask
     start: Weights = _reset(init, mask)  # type: ignore[assignment]
     on_record, bar = hooks("ticket", 0)
     out = _train_round(trainer, start, mask, 0, rewind, on_record, bar)

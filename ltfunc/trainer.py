@@ -9,14 +9,14 @@ learning rates and optimizer states are tensors, so nothing recompiles.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from torch import Tensor, nn
 
-from ._checks import check_bool, check_callable, check_int, check_number, check_tree
+from ._checks import check_bool, check_callable, check_choice, check_int, check_number, check_tree
 from ._types import Buffers, Params
+from .augment import AUGMENTATIONS
 from .data import Split, batches
 from .evaluation import evaluate
 from .masks import Mask
@@ -113,6 +113,9 @@ class Trainer(NamedTuple):
     """Evaluate every this many iterations, and at the last one."""
     evaluate: Evaluator | None
     """``evaluate(weights, mask) -> {name: float}`` (e.g. :func:`make_evaluator`), or ``None``."""
+    augment: bool | str = False
+    """Augmentation of the training batches, passed to :func:`ltfunc.data.batches` as
+    ``augment=`` (``False``: none)."""
 
 
 class RoundTraining(NamedTuple):
@@ -136,6 +139,7 @@ def make_trainer(
     data_seed: int = 0,
     eval_every: int | None = None,
     evaluate: Evaluator | None = None,
+    augment: bool | str = False,
 ) -> Trainer:
     """Bundle what every round needs into a :class:`Trainer` (validated once).
 
@@ -151,6 +155,9 @@ def make_trainer(
         eval_every: Evaluate every this many iterations (default: only at the end).
         evaluate: ``evaluate(weights, mask) -> {name: float}``, e.g. from :func:`make_evaluator`;
             ``None`` records only the training loss.
+        augment: Augment the training batches: ``augment=`` of :func:`ltfunc.data.batches`
+            (``True`` or a recipe name; ``False``: none). Seeded per batch, so every round
+            sees the same augmented batches.
 
     Returns:
         The :class:`Trainer`.
@@ -187,7 +194,11 @@ def make_trainer(
     if not callable(lr):
         lr = check_number(func, "lr", lr, low=0.0, open_low=True)
     check_callable(func, "evaluate", evaluate, "callable(weights, mask)", optional=True)
-    return Trainer(step, train, iterations, batch_size, lr, data_seed, eval_every, evaluate)
+    if not isinstance(augment, (bool, str)):
+        raise TypeError(f"{func}: augment must be a bool or a recipe name, got {augment!r}")
+    if isinstance(augment, str):
+        check_choice(func, "augment", augment, AUGMENTATIONS)
+    return Trainer(step, train, iterations, batch_size, lr, data_seed, eval_every, evaluate, augment)
 
 
 def make_evaluator(
@@ -331,8 +342,12 @@ def _train_round(
 
     total = trainer.iterations
     kept = density(mask) if len(mask) else 1.0
-    stream = itertools.islice(
-        batches(trainer.train, trainer.batch_size, seed=trainer.data_seed), start_iteration, None
+    stream = batches(
+        trainer.train,
+        trainer.batch_size,
+        seed=trainer.data_seed,
+        augment=trainer.augment,
+        start=start_iteration,  # = islice(..., start_iteration, None) without gathering the skipped batches
     )
     state = trainer.step.init(dict(start.params), buffers=dict(start.buffers), iteration=start_iteration)
     captured = _copy(start) if capture_at == start_iteration else None

@@ -1,13 +1,18 @@
-"""Tree comparison helpers for tests."""
+"""Test helpers: tree comparisons, a small BatchNorm net, the masked reference loop, CIFAR fixture files."""
 
 from __future__ import annotations
 
 import copy
+import pickle
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optree
 import torch
+
+from ltfunc import cifar
 
 
 def tree_allclose(a: Any, b: Any, rtol: float = 1e-5, atol: float = 1e-6) -> bool:
@@ -68,6 +73,31 @@ class ConvBN(torch.nn.Module):
         return self.fc2(torch.relu(self.bn1(self.fc1(x.flatten(1)))))
 
 
+class Tiny(torch.nn.Module):
+    """A 12-16-5 MLP: tiny and fast, for step/members/interpolation tests."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = torch.nn.Linear(12, 16)
+        self.fc2 = torch.nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+
+
+class TinyBN(torch.nn.Module):
+    """BatchNorm after a bias-free layer (a bias before BN has a zero gradient, which Adam amplifies)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = torch.nn.Linear(12, 16, bias=False)
+        self.bn = torch.nn.BatchNorm1d(16)
+        self.fc2 = torch.nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.bn(self.fc1(x))))
+
+
 def train_reference(
     model: torch.nn.Module,
     make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],
@@ -101,3 +131,67 @@ def train_reference(
                 named[k].mul_(m)
         losses.append(loss.item())
     return ref, opt, losses
+
+
+CIFAR10_CLASSES = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+]
+
+
+def write_cifar(
+    root: Path,
+    name: str,
+    *,
+    per_file: int = 60,
+    n_test: int = 50,
+    seed: int = 0,
+    protocol: int = 2,
+    str_keys: bool = False,
+) -> dict[str, tuple[np.ndarray, list[int]]]:
+    """Write a tiny dataset in CIFAR's format under ``root/<name>/``; return ``{file: (data, labels)}``."""
+    rng = np.random.default_rng(seed)
+    base = root / name / cifar.BASE_FOLDER[name]
+    base.mkdir(parents=True, exist_ok=True)
+    k = 10 if name == "cifar10" else 100
+    label_key = "labels" if name == "cifar10" else "fine_labels"
+
+    def key(s: str) -> str | bytes:
+        return s if str_keys else s.encode()
+
+    def dump(fname: str, obj: dict) -> None:
+        (base / fname).write_bytes(pickle.dumps(obj, protocol=protocol))
+
+    written = {}
+    train = tuple(f"data_batch_{i}" for i in range(1, 6)) if name == "cifar10" else ("train",)
+    test = "test_batch" if name == "cifar10" else "test"
+    for fname in (*train, test):
+        n = n_test if fname == test else per_file
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        labels = [int(v) for v in rng.integers(0, k, size=n)]
+        entry = {
+            key("batch_label"): key(f"{fname} of 1"),
+            key(label_key): labels,
+            key("data"): data,
+            key("filenames"): [key(f"img_{i}.png") for i in range(n)],
+        }
+        if name == "cifar100":
+            entry[key("coarse_labels")] = [v // 5 for v in labels]
+        dump(fname, entry)
+        written[fname] = (data, labels)
+    if name == "cifar10":
+        dump("batches.meta", {key("label_names"): [key(c) for c in CIFAR10_CLASSES], key("num_vis"): 3072})
+    else:
+        dump(
+            "meta",
+            {key("fine_label_names"): [key(f"c{i}") for i in range(100)], key("coarse_label_names"): []},
+        )
+    return written

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -47,7 +48,7 @@ def cli_run(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ---------------------------------------------------------------------------- help
 
 
-@pytest.mark.parametrize("command", [[], ["imp"], ["prune"], ["report"], ["plot"]])
+@pytest.mark.parametrize("command", [[], ["imp"], ["prune"], ["report"], ["plot"], ["presets"]])
 def test_help_documents_every_option_with_defaults(
     command: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -57,7 +58,7 @@ def test_help_documents_every_option_with_defaults(
     text = capsys.readouterr().out
     parser = build_parser()
     if not command:
-        for sub in ("imp", "prune", "report", "plot"):
+        for sub in ("imp", "prune", "report", "plot", "presets"):
             assert sub in text
         return
     sub = parser._subparsers._group_actions[0].choices[command[0]]  # type: ignore[union-attr]
@@ -324,3 +325,111 @@ def test_prune_bad_weights_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
     bad.write_bytes(b"not a checkpoint")
     rc, _, err = run_cli(["prune", "--weights", str(bad), "-o", str(tmp_path / "m.safetensors")], capsys)
     assert rc == 2 and str(bad) in err
+
+
+# ------------------------------------------------------------ recipes: schedules, models by path, TensorBoard
+
+
+def test_recipe_flags_map_onto_imp_config() -> None:
+    args = [
+        "imp", "--optimizer", "sgd", "--momentum", "0.9", "--nesterov", "--lr", "0.1", "--iterations", "1000",
+        "--lr-schedule", "multistep", "--milestones", "500,750", "--gamma", "0.2", "--warmup", "50",
+        "--augment", "--model", "tests.test_experiment:tiny_mlp", "--model-kwargs", '{"width": 8}',
+        "--dataset", "tests.test_experiment:tiny_dataset", "--tensorboard", "tb", "--name", "n",
+    ]  # fmt: skip
+    cfg, opts = imp_config_from_args(args)
+    assert cfg == ImpConfig(
+        optimizer="sgd", momentum=0.9, nesterov=True, lr=0.1, iterations=1000, lr_schedule="multistep",
+        milestones=(500, 750), gamma=0.2, warmup=50, augment=True, model="tests.test_experiment:tiny_mlp",
+        model_kwargs={"width": 8}, dataset="tests.test_experiment:tiny_dataset",
+    )  # fmt: skip
+    assert opts["tensorboard"] == Path("tb/n")
+    cfg, _ = imp_config_from_args(["imp", "--lr-schedule", "cosine", "--iterations", "100", "--no-augment"])
+    assert (cfg.lr_schedule, cfg.augment, cfg.milestones) == ("cosine", False, ())
+
+
+def test_recipe_keys_in_a_config_file(tmp_path: Path) -> None:
+    toml = tmp_path / "exp.toml"
+    toml.write_text(
+        'optimizer = "sgd"\nmomentum = 0.9\nlr_schedule = "multistep"\nmilestones = [100, 200]\n'
+        'iterations = 300\naugment = true\ntensorboard = "tb"\nname = "f"\n[model_kwargs]\nnum_classes = 10\n'
+    )
+    cfg, opts = imp_config_from_args(["imp", "--config", str(toml), "--milestones", "150"])
+    assert (cfg.milestones, cfg.augment, dict(cfg.model_kwargs)) == ((150,), True, {"num_classes": 10})
+    assert opts["tensorboard"] == Path("tb/f")
+    jsn = tmp_path / "exp.json"
+    jsn.write_text(json.dumps({"lr_schedule": "multistep", "milestones": "100,200", "iterations": 300}))
+    assert imp_config_from_args(["imp", "--config", str(jsn)])[0].milestones == (100, 200)
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--milestones", "1e3,2e3"], ["--milestones", "comma-separated iterations"]),
+        (["--model-kwargs", "{width: 8}"], ["--model-kwargs", "JSON object"]),
+        (["--model-kwargs", "[8]"], ["--model-kwargs", "JSON object"]),
+        (["--lr-schedule", "poly"], ["invalid choice: 'poly'", "multistep", "cosine"]),
+        (["--dataset", "cifar"], ["invalid choice: 'cifar'", "package.module:name"]),
+    ],
+)
+def test_argparse_rejects_bad_recipe_flags(
+    args: list[str], words: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["imp", *args])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    for w in words:
+        assert w in err
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--model", "no_such_pkg.nets:mlp"], ["model='no_such_pkg.nets:mlp'", "cannot import"]),
+        (["--model", "tests.test_experiment:NOT_CALLABLE"], ["callable factory"]),
+        (["--lr-schedule", "multistep", "--milestones", "100,50"], ["strictly increasing"]),
+        (["--lr-schedule", "multistep", "--milestones", "60000"], ["beyond the training length of 50000"]),
+        (["--warmup", "60000"], ["warm-up of 60000 iterations is longer"]),
+        (["--nesterov"], ["nesterov=True needs optimizer 'sgd'"]),
+    ],
+)
+def test_bad_recipes_exit_2_before_any_work(
+    args: list[str], words: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, _, err = run_cli(["imp", *args, "--runs-dir", str(tmp_path)], capsys)
+    assert rc == 2 and err.startswith("ltfunc: error: ImpConfig:"), err
+    for w in words:
+        assert w in err, (w, err)
+    assert not any(tmp_path.iterdir())
+
+
+def test_imp_with_a_model_by_path_and_tensorboard(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip(
+        "tensorboard", reason="tensorboard is not installed (pip install 'ltfunc[tensorboard]')"
+    )
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = [
+        "imp", "--model", "tests.test_experiment:tiny_mlp", "--model-kwargs", '{"width": 8}',
+        "--dataset", "tests.test_experiment:tiny_dataset", "--val-size", "50", "--batch-size", "16",
+        "--rounds", "1", "--iterations", "20", "--eval-every", "10", "--baselines", "random_prune",
+        "--optimizer", "sgd", "--lr", "0.05", "--lr-schedule", "cosine", "--no-compile", "--quiet",
+        "--runs-dir", str(tmp_path / "runs"), "--name", "tb", "--tensorboard", str(tmp_path / "tb"),
+    ]  # fmt: skip
+    rc, _, err = run_cli(args, capsys)
+    assert rc == 0, err
+    saved = json.loads((tmp_path / "runs" / "tb" / "config.json").read_text())
+    assert saved["model"] == "tests.test_experiment:tiny_mlp" and saved["model_kwargs"] == {"width": 8}
+    events = EventAccumulator(str(tmp_path / "tb" / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for prefix in ("ticket/round_0", "ticket/round_1", "random_prune/round_1"):
+        for metric in ("test_accuracy", "val_loss", "train_loss", "density", "lr"):
+            assert f"{prefix}/{metric}" in tags
+    assert [s.step for s in events.Scalars("ticket/round_1/test_accuracy")] == [10, 20]
+    assert events.Scalars("ticket/round_0/lr")[-1].value == pytest.approx(
+        0.05 * 0.5 * (1 + math.cos(math.pi * 19 / 20))
+    )
+    # a rerun resumes (nothing trained, nothing new written) and the sink is closed cleanly
+    assert run_cli(args, capsys)[0] == 0

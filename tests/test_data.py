@@ -177,9 +177,10 @@ def test_failed_download_becomes_file_not_found(tmp_path: Path, monkeypatch: pyt
     ("kwargs", "exc", "match"),
     [
         (
-            {"name": "cifar10"},
+            {"name": "imagenet"},
             ValueError,
-            r"^load_dataset: name='cifar10' is not supported\. Supported: 'mnist', 'fashion-mnist'",
+            r"^load_dataset: name='imagenet' is not supported\. "
+            r"Supported: 'mnist', 'fashion-mnist', 'cifar10', 'cifar100'",
         ),
         ({"name": 3}, ValueError, r"^load_dataset: name=3 is not supported"),
         ({"val_size": -1}, ValueError, r"^load_dataset: val_size must be in \[0, 60000\) for mnist, got -1"),
@@ -188,6 +189,8 @@ def test_failed_download_becomes_file_not_found(tmp_path: Path, monkeypatch: pyt
         ({"val_size": True}, TypeError, r"^load_dataset: val_size must be an int, got bool"),
         ({"split_seed": "0"}, TypeError, r"^load_dataset: split_seed must be an int"),
         ({"download": "yes"}, TypeError, r"^load_dataset: download must be None, True or False"),
+        ({"verify": 1}, TypeError, r"^load_dataset: verify must be a bool"),
+        ({"name": "cifar10", "val_size": 50000}, ValueError, r"val_size must be in \[0, 50000\) for cifar10"),
         ({"device": "bogus"}, ValueError, r"^load_dataset: device='bogus' is not usable"),
         ({"device": 0.5}, TypeError, r"^load_dataset: device must be a str or torch.device"),
         ({"root": 5}, TypeError, r"^load_dataset: root must be a str or path"),

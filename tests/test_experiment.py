@@ -133,7 +133,7 @@ def test_config_round_trips_through_json_and_hash_tracks_fields() -> None:
             ["rewind=100", "beyond the training length", "[0, 99]"],
         ),
         ({"model": "resnet"}, ValueError, ["model='resnet'", "'lenet300'", "'conv2'"]),
-        ({"dataset": "cifar10"}, ValueError, ["dataset='cifar10'", "'mnist'", "'fashion-mnist'"]),
+        ({"dataset": "imagenet"}, ValueError, ["dataset='imagenet'", "'mnist'", "'fashion-mnist'"]),
         ({"optimizer": "lion"}, ValueError, ["optimizer='lion'", "'adam'", "'sgd'"]),
         ({"rate": 1.0}, ValueError, ["rate", "[0, 1)"]),
         ({"scope": "net"}, ValueError, ["scope='net'", "'global'"]),
@@ -230,7 +230,8 @@ def test_run_directory_layout(small_run: Path) -> None:
             assert all(list(r) == list(METRIC_FIELDS) for r in records)
             assert all(0.0 <= r["test_accuracy"] <= 1.0 and math.isfinite(r["val_loss"]) for r in records)
             summary = json.loads((rd / "summary.json").read_text())
-            assert list(summary) == list(SUMMARY_FIELDS) and summary["round"] == k
+            assert list(summary)[: len(SUMMARY_FIELDS)] == list(SUMMARY_FIELDS) and summary["round"] == k
+            assert set(summary) - set(SUMMARY_FIELDS) == {"mask_sha256", "mask_kept", "mask_total"}
             r = load_round(small_run, condition, k)
             assert r.start.buffers == {} and r.final.buffers == {}  # LeNet has no buffers
     lines = (small_run / "summary.csv").read_text().splitlines()
@@ -815,3 +816,351 @@ def test_a_newer_format_version_is_refused_by_every_reader(small_run: Path, tmp_
     with pytest.raises(ValueError, match="run_imp: .*" + refused):
         run_imp(ImpConfig(**SMALL), run, data_root=tmp_path / "nowhere", download=False, progress=False)
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+# ---------------------------------------------------------------------------- recipes: new config fields
+
+
+def tiny_mlp(width: int = 16, seed: int | None = None) -> torch.nn.Module:
+    """A model factory given by import path (no ``init`` argument: only ``seed`` is passed)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0 if seed is None else seed)
+        return torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, width), torch.nn.ReLU(), torch.nn.Linear(width, 10)
+        )
+
+
+tiny_mlp_v2 = tiny_mlp  # the same model under another import path
+NOT_CALLABLE = 3
+
+
+def not_a_model(seed: int | None = None) -> str:
+    return "a model"
+
+
+def tiny_dataset(root: Any = None, device: str = "cpu", val_size: int = 0) -> ltfunc.data.Dataset:
+    """A dataset factory given by import path: 3x8x8 images whose class is the sign of a pixel."""
+    from ltfunc.data import Dataset, Split
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 3, 8, 8, generator=g).to(device)
+    y = (x[:, 0, 4, 4] > 0).long()
+    return Dataset(
+        "tiny",
+        Split(x[val_size:200], y[val_size:200]),
+        Split(x[:val_size], y[:val_size]),
+        Split(x[200:], y[200:]),
+    )
+
+
+def not_a_dataset(val_size: int = 0) -> tuple[int, int]:
+    return (1, 2)
+
+
+TINY_RUN: dict[str, Any] = {
+    "model": "tests.test_experiment:tiny_mlp",
+    "dataset": "tests.test_experiment:tiny_dataset",
+    "rounds": 2,
+    "rate": 0.5,
+    "iterations": 20,
+    "eval_every": 10,
+    "val_size": 50,
+    "batch_size": 16,
+    "baselines": ("reinit",),
+    "compile": False,
+}
+
+
+@pytest.mark.parametrize("study", ["lenet-mnist", "conv2-fashion"])
+def test_an_old_config_json_without_the_new_keys_compares_equal(study: str, tmp_path: Path) -> None:
+    from ltfunc.config import LATER_FIELDS
+
+    src = OLD_RUNS / study / "runs" / f"{study}-seed0" / "config.json"
+    old = json.loads(src.read_text())
+    assert not any(k in old for k in LATER_FIELDS)
+    cfg = ImpConfig.from_dict(old)
+    assert config_diff(old, cfg.to_dict()) == {} and config_diff(old, cfg.to_dict(defaults=True)) == {}
+    assert cfg.config_hash() == old["config_hash"]  # the hash (default run-directory name) is unchanged
+    assert not any(k in cfg.to_dict() for k in LATER_FIELDS)
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(src, run / "config.json")
+    assert rundir.check_writable("run_imp", run, cfg, resume=True, force=False) == "resume"
+    # a new field at a non-default value is a different config
+    changed = dataclasses.replace(cfg, augment=True)
+    assert config_diff(old, changed.to_dict()) == {"augment": (False, True)}
+    with pytest.raises(ValueError, match=r"augment: False in the directory, True now"):
+        rundir.check_writable("run_imp", run, changed, resume=True, force=False)
+
+
+def test_the_new_fields_round_trip_and_count_in_the_hash() -> None:
+    cfg = ImpConfig(
+        optimizer="sgd", momentum=0.9, nesterov=True, lr=0.1, iterations=1000, lr_schedule="multistep",
+        milestones=[500, 750], gamma=0.2, warmup=50, augment=True,
+        model="tests.test_experiment:tiny_mlp", model_kwargs={"width": (4 * 2)},
+    )  # fmt: skip
+    assert cfg.milestones == (500, 750) and dict(cfg.model_kwargs) == {"width": 8}
+    data = json.loads(json.dumps(cfg.to_dict()))
+    assert data["milestones"] == [500, 750] and data["model_kwargs"] == {"width": 8}
+    assert ImpConfig.from_dict(data) == cfg and ImpConfig.from_dict(data).config_hash() == cfg.config_hash()
+    assert pickle.loads(pickle.dumps(cfg)) == cfg and copy.deepcopy(cfg) == cfg
+    assert cfg.make_optimizer().hyperparams["nesterov"] is True
+    for field, value in [("warmup", 10), ("augment", True), ("model_kwargs", {"num_classes": 10})]:
+        assert ImpConfig(**{field: value}).config_hash() != ImpConfig().config_hash(), field
+    assert ImpConfig(model_kwargs={"a": [1, 2]}) == ImpConfig(model_kwargs={"a": (1, 2)})  # JSON values
+    with pytest.raises(TypeError):
+        cfg.model_kwargs["width"] = 3  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        (
+            {"model": "no_such_package.models:net"},
+            ValueError,
+            ["model='no_such_package.models:net'", "cannot import"],
+        ),
+        ({"model": "tests.test_experiment:nope"}, ValueError, ["has no 'nope'"]),
+        ({"model": "tests.test_experiment:NOT_CALLABLE"}, TypeError, ["callable factory", "int"]),
+        ({"model": ":net"}, ValueError, ["package.module:factory"]),
+        (
+            {"dataset": "no_such_package:data"},
+            ValueError,
+            ["dataset='no_such_package:data'", "cannot import"],
+        ),
+        ({"model_kwargs": {"width": object()}}, TypeError, ["model_kwargs must hold JSON values"]),
+        ({"model_kwargs": {"seed": 1}}, ValueError, ["model_kwargs must not hold ['seed']"]),
+        ({"model_kwargs": [("width", 3)]}, TypeError, ["model_kwargs must be a dict"]),
+        ({"nesterov": True, "optimizer": "adam"}, ValueError, ["nesterov=True needs optimizer 'sgd'"]),
+        ({"nesterov": True, "optimizer": "sgd"}, ValueError, ["momentum > 0"]),
+        ({"augment": "yes"}, TypeError, ["augment must be a bool"]),
+    ],
+)
+def test_bad_factories_and_new_fields_are_refused_by_the_config(
+    kwargs: dict[str, Any], error: type, words: list[str]
+) -> None:
+    with pytest.raises(error) as info:
+        ImpConfig(**kwargs)
+    assert str(info.value).startswith("ImpConfig:")
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "words"),
+    [
+        ({"model": "tests.test_experiment:not_a_model"}, TypeError, ["must return a torch.nn.Module", "str"]),
+        ({"model_kwargs": {"depth": 3}}, TypeError, ["tiny_mlp cannot be called with", "depth"]),
+        (
+            {"dataset": "tests.test_experiment:not_a_dataset"},
+            TypeError,
+            ["must return an ltfunc.data.Dataset"],
+        ),
+    ],
+)
+def test_factories_that_do_not_build_fail_before_any_work(
+    changes: dict[str, Any], error: type, words: list[str], tmp_path: Path
+) -> None:
+    with pytest.raises(error) as info:
+        run_imp(ImpConfig(**{**TINY_RUN, **changes}), tmp_path / "run", progress=False)
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+    assert not (tmp_path / "run" / "config.json").exists() and not (tmp_path / "run" / "ticket").exists()
+
+
+def test_models_and_datasets_by_import_path_run_resume_and_refuse_a_changed_path(tmp_path: Path) -> None:
+    cfg = ImpConfig(**{**TINY_RUN, "model_kwargs": {"width": 8}})
+    run = tmp_path / "run"
+    result = run_imp(cfg, run, progress=False)
+    assert result.trained == (("ticket", 0), ("ticket", 1), ("reinit", 1), ("ticket", 2), ("reinit", 2))
+    saved = read_config(run)
+    assert saved.model == "tests.test_experiment:tiny_mlp" and dict(saved.model_kwargs) == {"width": 8}
+    assert json.loads((run / "config.json").read_text())["dataset"] == "tests.test_experiment:tiny_dataset"
+    final = load_round(run, "ticket", 2).final.params
+    assert final["1.weight"].shape == (8, 192)  # model_kwargs reached the factory
+    # θ0 is the factory's draw with the config's seed
+    assert ltfunc.tree_equal(
+        load_round(run, "ticket", 0).start.params, ltfunc.get_params(tiny_mlp(8, seed=0))
+    )
+    assert run_imp(cfg, run, progress=False).trained == ()  # resumes: all finished
+    for changes, field in [
+        ({"model": "tests.test_experiment:tiny_mlp_v2"}, "model"),
+        ({"model_kwargs": {"width": 9}}, "model_kwargs"),
+        ({"dataset": "tests.test_experiment:not_a_dataset"}, "dataset"),
+    ]:
+        with pytest.raises(ValueError, match=rf"different config \({field}: "):
+            run_imp(dataclasses.replace(cfg, **changes), run, progress=False)
+    assert read_config(run) == cfg
+
+
+def test_augment_reaches_the_batch_stream() -> None:
+    from ltfunc.experiment import make_config_trainer
+
+    ds = tiny_dataset(val_size=50)
+    finals = {}
+    for augment in (False, True):
+        cfg = ImpConfig(**{**TINY_RUN, "augment": augment})
+        t = make_config_trainer(cfg, tiny_mlp(seed=0), ds)
+        assert t.augment is augment
+        w = Weights.of(tiny_mlp(seed=0))
+        finals[augment] = ltfunc.train_round(t, w, masks.ones(w.params)).final.params
+    assert not ltfunc.tree_equal(finals[False], finals[True])
+
+
+# ---------------------------------------------------------------- weight decay never revives pruned weights
+
+
+OPTIMIZERS_WITH_DECAY = {
+    "sgd_momentum_wd": {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-2, "lr": 0.1},
+    "sgd_nesterov_wd": {
+        "optimizer": "sgd",
+        "momentum": 0.9,
+        "nesterov": True,
+        "weight_decay": 5e-2,
+        "lr": 0.1,
+    },
+    "adamw": {"optimizer": "adamw", "weight_decay": 5e-2, "lr": 1e-2},
+    "adam_l2": {"optimizer": "adam", "weight_decay": 5e-2, "lr": 1e-2},
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "compile"),
+    [*((name, False) for name in OPTIMIZERS_WITH_DECAY), ("sgd_momentum_wd", True)],  # compiled: same masking
+)
+def test_weight_decay_and_momentum_keep_pruned_weights_exactly_zero_in_the_step(
+    name: str, compile: bool
+) -> None:
+    opt = ImpConfig(**OPTIMIZERS_WITH_DECAY[name]).make_optimizer()
+    model = tiny_mlp(seed=0)
+    params = ltfunc.get_params(model)  # NOT masked: the pruned weights start non-zero
+    mask = ltfunc.prune.random(params, masks.ones(params), rate=0.5, seed=0)
+    step = ltfunc.make_train_step(model, opt, compile=compile)
+    ds = tiny_dataset()
+    state = step.init(params)
+    stream = ltfunc.data.batches(ds.train, 16, seed=0)
+    for _ in range(4):  # 4 x 25 masked steps; check between them
+        state = ltfunc.fit(step, state, mask, stream, 25, lr=opt.lr)
+        for k, m in mask.items():
+            assert torch.count_nonzero(state.params[k][~m]) == 0, (name, k)
+            assert torch.count_nonzero(state.params[k][m]) == m.sum(), (name, k)  # survivors do train
+    assert state.iteration == 100
+
+
+@pytest.mark.parametrize("name", ["sgd_momentum_wd", "adamw"])
+def test_weight_decay_never_revives_pruned_weights_in_whole_imp_rounds(name: str, tmp_path: Path) -> None:
+    cfg = ImpConfig(**{**TINY_RUN, **OPTIMIZERS_WITH_DECAY[name], "iterations": 60, "rewind": 10})
+    run_imp(cfg, tmp_path / "run", progress=False)
+    for condition in ("ticket", "reinit"):
+        for k in range(1 if condition == "reinit" else 0, cfg.rounds + 1):
+            r = load_round(tmp_path / "run", condition, k)
+            for p, m in r.mask.items():
+                assert torch.count_nonzero(r.final.params[p][~m]) == 0, (condition, k, p)
+                assert torch.count_nonzero(r.start.params[p][~m]) == 0, (condition, k, p)
+            assert masks.density(r.mask) == pytest.approx(0.5**k, abs=0.01)
+
+
+# ---------------------------------------------------------------------------- TensorBoard
+
+
+def test_tensorboard_sink_writes_every_evaluation_with_its_tags(tmp_path: Path) -> None:
+    pytest.importorskip(
+        "tensorboard", reason="tensorboard is not installed (pip install 'ltfunc[tensorboard]')"
+    )
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ltfunc.experiment import TensorBoardSink
+
+    cfg = ImpConfig(
+        **{
+            **TINY_RUN,
+            "optimizer": "sgd",
+            "lr": 0.1,
+            "lr_schedule": "multistep",
+            "milestones": (10,),
+            "warmup": 5,
+        }
+    )
+    sink = TensorBoardSink(tmp_path / "tb", cfg)
+    seen: list[tuple[str, int, int]] = []
+
+    def both(condition: str, k: int, record: Any) -> None:
+        seen.append((condition, k, record["iteration"]))
+        sink(condition, k, record)
+
+    run_imp(cfg, tmp_path / "run", progress=False, on_record=both)
+    sink.close()
+    assert seen[:2] == [("ticket", 0, 10), ("ticket", 0, 20)] and len(seen) == 10
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for condition, k in [("ticket", 0), ("ticket", 1), ("ticket", 2), ("reinit", 1), ("reinit", 2)]:
+        records = read_metrics(round_dir(tmp_path / "run", condition, k) / "metrics.jsonl")
+        for metric in (
+            "train_loss",
+            "val_loss",
+            "val_accuracy",
+            "test_loss",
+            "test_accuracy",
+            "density",
+            "lr",
+        ):
+            tag = f"{condition}/round_{k}/{metric}"
+            assert tag in tags, tag
+            scalars = events.Scalars(tag)
+            assert [s.step for s in scalars] == [r["iteration"] for r in records], tag
+            if metric == "lr":  # the lr of the last step before the evaluation: warm-up done, then x0.1 at 10
+                assert [s.value for s in scalars] == pytest.approx([0.1, 0.01]), tag
+            else:
+                assert [s.value for s in scalars] == pytest.approx([r[metric] for r in records]), tag
+
+
+def test_import_ltfunc_does_not_import_tensorboard() -> None:
+    code = "import sys, ltfunc, ltfunc.experiment; print(any('tensorboard' in m for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_run_imp_rejects_a_sink_that_is_not_callable(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="run_imp: on_record must be None or callable"):
+        run_imp(ImpConfig(**TINY_RUN), tmp_path / "run", on_record="tb")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- resume checks the masks
+
+
+def test_load_round_refuses_a_mask_that_is_not_the_rounds(
+    small_run: Path, tmp_path: Path, data_root: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    summary = json.loads((round_dir(run, "ticket", 3) / "summary.json").read_text())
+    assert summary["mask_total"] == sum(PRUNABLE.values()) and len(summary["mask_sha256"]) == 64
+    theirs = round_dir(run, "ticket", 2) / "mask.safetensors"
+    ours = round_dir(run, "ticket", 3) / "mask.safetensors"
+    shutil.copyfile(theirs, ours)  # a valid mask, but round 2's
+    with pytest.raises(ValueError, match=r"ticket/round_3/mask.safetensors is not the mask this round"):
+        load_round(run, "ticket", 3)
+    with pytest.raises(ValueError, match="is not the mask this round"):  # resume uses load_round
+        run_imp(ImpConfig(**SMALL), run, data_root=data_root, resume=True, progress=False)
+    # older runs (no checksum) are checked by their density
+    for key in ("mask_sha256", "mask_kept", "mask_total"):
+        del summary[key]
+    (round_dir(run, "ticket", 3) / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ValueError, match=r"round_3/mask.safetensors keeps .* but .* says density"):
+        load_round(run, "ticket", 3)
+    shutil.copyfile(round_dir(small_run, "ticket", 3) / "mask.safetensors", ours)
+    assert load_round(run, "ticket", 3).mask == load_round(small_run, "ticket", 3).mask
+
+
+def test_load_round_names_a_mask_file_of_another_model(small_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    rd = round_dir(run, "reinit", 1)
+    masks.save(masks.from_dict({"fc1.weight": torch.ones(5, 7)}), rd / "mask.safetensors")
+    summary = json.loads((rd / "summary.json").read_text())
+    del summary["mask_sha256"]
+    summary["density"] = 1.0
+    (rd / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ValueError, match=r"reinit/round_1/mask.safetensors does not fit this run's model"):
+        load_round(run, "reinit", 1)

@@ -468,7 +468,9 @@ def test_jax_step_matches_ltfunc_step(jax: Any, optax: Any, optimizer: str) -> N
     assert tree_allclose(got, state.params, rtol=1e-4, atol=1e-5)
     assert all(torch.all(got[k][~m] == 0) for k, m in mask.items())
     if optimizer == "momentum":  # the momentum buffers agree too (optax's trace vs ltfunc's)
-        assert tree_allclose(lj.from_jax(jstate[0].trace, copy=True), state.opt_state.momentum, rtol=1e-4, atol=1e-5)
+        assert tree_allclose(
+            lj.from_jax(jstate[0].trace, copy=True), state.opt_state.momentum, rtol=1e-4, atol=1e-5
+        )
 
 
 def test_ltfunc_optimizer_state_round_trip(jax: Any) -> None:

@@ -85,9 +85,8 @@ def write_cifar(root: Path, n: int = 40) -> Path:
 
 
 def test_cifar_loader_is_reproduced_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from torchvision import datasets, transforms
-
     import torchvision.datasets.cifar as tv_cifar
+    from torchvision import datasets, transforms
 
     monkeypatch.setattr(datasets.CIFAR10, "_check_integrity", lambda self: True)
     monkeypatch.setattr(tv_cifar, "check_integrity", lambda path, md5=None: True)

@@ -762,7 +762,9 @@ def test_train_on_batch_refuses_another_input_shape_and_runs_other_batch_sizes_e
     LT.train_on_batch(x, y)
     LT.train_on_batch(x[:5], y[:5])  # a smaller last batch: eager, no second graph
     assert LT.train_step.num_compiles == 1
-    with pytest.raises(ValueError, match=r"per-example shape \(784,\) and dtype torch.float32, but the first"):
+    with pytest.raises(
+        ValueError, match=r"per-example shape \(784,\) and dtype torch.float32, but the first"
+    ):
         LT.train_on_batch(x.reshape(8, 784), y)
     with pytest.raises(ValueError, match=r"dtype torch.float64, but the first batch had \(1, 28, 28\)"):
         LT.train_on_batch(x.double(), y)

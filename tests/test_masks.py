@@ -48,6 +48,56 @@ def test_prunable_names_module_and_params() -> None:
         masks.prunable_names([1, 2])  # type: ignore[arg-type]
 
 
+class Declared(nn.Module):
+    """A module that declares its prunable parameters (the output layer stays dense)."""
+
+    def __init__(self, declared: object = ("head.weight", "body.weight")) -> None:
+        super().__init__()
+        self.body = nn.Linear(4, 4)
+        self.norm = nn.BatchNorm1d(4)
+        self.head = nn.Linear(4, 2)
+        self.out = nn.Linear(2, 2)
+        self.declared = declared
+
+    def prunable_names(self) -> object:
+        return self.declared
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.head(self.norm(self.body(x))))
+
+
+def test_a_module_declares_its_prunable_names() -> None:
+    m = Declared()
+    # honoured, in parameter order whatever the declared order
+    assert masks.prunable_names(m) == ["body.weight", "head.weight"]
+    assert list(masks.ones(m)) == ["body.weight", "head.weight"]
+    assert list(masks.ones(m, select=["out.weight"])) == ["out.weight"]  # select still wins
+    # a params dict declares nothing: the >= 2-D rule, output layer included
+    assert masks.prunable_names(ltfunc.get_params(m)) == ["body.weight", "head.weight", "out.weight"]
+    # the built-in models declare theirs: VGG / ResNet leave the output layer dense
+    for name, out in (("vgg11_bn", "fc.weight"), ("resnet20", "fc.weight"), ("resnet18", "linear.weight")):
+        model = ltfunc.models.build(name)
+        assert out not in masks.ones(model) and out in masks.ones(ltfunc.get_params(model))
+        assert all(not k.endswith("bias") and "bn" not in k for k in masks.ones(model))
+    assert masks.prunable_names(ltfunc.models.lenet300())[-1] == "fc3.weight"  # pruned by the paper
+
+
+def test_declared_prunable_names_errors() -> None:
+    with pytest.raises(
+        ValueError, match=r"prunable_names: Declared\.prunable_names\(\) names \['nope'\], which"
+    ):
+        masks.prunable_names(Declared(["body.weight", "nope"]))
+    with pytest.raises(ValueError, match="names a parameter twice"):
+        masks.ones(Declared(["body.weight", "body.weight"]))
+    for bad in ("body.weight", None, [1]):
+        with pytest.raises(
+            TypeError, match=r"Declared\.prunable_names\(\) must return a list of parameter names"
+        ):
+            masks.prunable_names(Declared(bad))
+    with pytest.raises(ValueError, match="ones: nothing is prunable"):
+        masks.ones(Declared([]))
+
+
 def test_ones_module_params_and_select() -> None:
     model = small_model()
     p = ltfunc.get_params(model)

@@ -24,9 +24,12 @@ from ltfunc.studies import (
     deviations,
     expected_densities,
     get_study,
+    protocol_deviations,
     run_name,
     study_configs,
 )
+from ltfunc.studies.claims import VERDICTS, failing_claims
+from ltfunc.studies.results import _comparison_section, comparison_checks
 
 # LeNet-300-100 prunable weights and Frankle & Carbin's per-round rates (hidden 20%, output 10%)
 LENET_LAYERS = ((784 * 300, 0.2), (300 * 100, 0.2), (100 * 10, 0.1))
@@ -195,6 +198,79 @@ def test_collect_refuses_a_run_with_another_config(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# the CIFAR-10 studies of Frankle et al. 2020 (built from the presets; no training here)
+
+CIFAR_STUDIES = {"resnet20-cifar10": "resnet20", "vgg16-cifar10": "vgg16_bn"}
+
+
+@pytest.mark.parametrize(("name", "model"), CIFAR_STUDIES.items())
+def test_cifar_studies_are_the_presets_with_the_papers_reference(name: str, model: str) -> None:
+    from ltfunc.presets import preset_config
+
+    s = get_study(name)
+    assert s.config == preset_config(name) and s.config.model == model
+    c = s.config
+    assert (c.optimizer, c.lr, c.momentum, c.weight_decay, c.batch_size) == ("sgd", 0.1, 0.9, 1e-4, 128)
+    assert (c.iterations, c.milestones, c.scope, c.augment) == (62_560, (31_280, 46_920), "global", True)
+    assert set(c.baselines) == {"reinit", "random_prune"} and s.seeds == (0, 1, 2)
+    cfgs = study_configs(name, [0, 1])
+    assert [cfg.seed for cfg in cfgs] == [0, 1] and all(cfg.model == model for cfg in cfgs)
+    assert expected_densities(c)[8] == pytest.approx(0.8**8, abs=1e-5)  # global: 20% of all per round
+    # the paper's numbers are quoted, marked as from memory
+    dense = {"resnet20-cifar10": "91.7", "vgg16-cifar10": "93.7"}[name]
+    assert dense in s.reference_text and "from memory" in s.reference_text
+    assert "Linear Mode Connectivity" in s.reference_source and "open_lth" in s.reference_source
+    # at the study's settings only the held-out validation split differs from the paper's recipe
+    settings = [d for d in deviations(name) if " in the paper" in d]
+    assert settings == ["validation examples held out of the training set: 5,000 here, 0 in the paper."]
+
+
+def test_a_shorter_cifar_study_scales_its_schedule_and_lists_it() -> None:
+    (cfg,) = study_configs("resnet20-cifar10", [0], overrides={"iterations": 100, "rounds": 2})
+    assert (cfg.iterations, cfg.milestones, cfg.rewind, cfg.rounds) == (100, (50, 75), 3, 2)
+    assert run_name("resnet20-cifar10", {"iterations": 100}) == "resnet20-cifar10-iterations100"
+    lines = deviations("resnet20-cifar10", [0], {"iterations": 100})
+    assert "training iterations per round: 100 here, 62,560 in the paper (set on the command line)." in lines
+    assert "learning-rate drops at iterations: 50, 75 here, 31,280, 46,920 in the paper." in lines
+    # the Frankle & Carbin studies have no schedule to scale: unchanged
+    (lenet,) = study_configs("lenet-mnist", [0], overrides={"iterations": 300})
+    assert (lenet.rewind, lenet.milestones, lenet.warmup) == (0, (), 0)
+
+
+def test_reproduce_help_lists_the_cifar_studies(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["reproduce", "resnet20-cifar10", "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    assert "resnet20-cifar10" in text and "vgg16-cifar10" in text and "--iterations" in text
+
+
+@pytest.mark.parametrize("name", list(CIFAR_STUDIES))
+def test_a_cifar_study_without_the_data_fails_before_any_training(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from helpers import write_cifar
+
+    runs, out, root = tmp_path / "runs", tmp_path / "out", tmp_path / "data"
+    write_cifar(root, "cifar10", per_file=4, n_test=4)
+    base = root / "cifar10" / "cifar-10-batches-py"
+    (base / "data_batch_2").unlink()
+    (base / "test_batch").unlink()
+    args = ["reproduce", name, "--seeds", "0", "--iterations", "100", "--rounds", "1", "--no-compile"]
+    args += ["--runs-dir", str(runs), "--out", str(out), "--quiet", "--data-root"]
+    assert main([*args, str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ltfunc: error: load_dataset: cifar10 not found in ")
+    assert f"missing data_batch_2, test_batch in {base}" in err and "--download" in err
+    run = runs / f"{name}-iterations100-rounds1-seed0"
+    assert not (run / "config.json").exists() and not (run / "ticket").exists()
+    assert not (run / "machines.json").exists() and not out.exists()
+    # an empty data root names the folder it looked for
+    assert main([*args, str(tmp_path / "nothing")]) == 2
+    assert "no folder" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
 # end to end on real MNIST
 
 
@@ -299,3 +375,142 @@ def test_collect_only_on_a_partial_run_then_resume(
     err = capsys.readouterr().err
     assert "reproduce lenet-mnist: seed 1 (2/2)" in err
     assert "**Status: complete**" in (out / "results.md").read_text()
+
+
+# --------------------------------------------------------------------------------------------
+# the comparison with the paper: checked claims against the committed results (no training)
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+
+
+def committed(study: str) -> tuple[list[dict[str, str]], list[dict[str, str]], str]:
+    """The committed ``rounds.csv`` and ``runs.csv`` rows and ``results.md`` of a study."""
+    _, rows = read_csv(RESULTS / study / "rounds.csv")
+    _, run_rows = read_csv(RESULTS / study / "runs.csv")
+    return rows, run_rows, (RESULTS / study / "results.md").read_text(encoding="utf-8")
+
+
+def doctored(rows: list[dict[str, str]], edits: dict[tuple[str, str, str], str]) -> list[dict[str, str]]:
+    """``rows`` with ``{(condition, round, column): value}`` replaced."""
+    out = [dict(r) for r in rows]
+    for (cond, k, col), value in edits.items():
+        row = next(r for r in out if (r["condition"], r["round"]) == (cond, k))
+        row[col] = value
+    return out
+
+
+@pytest.mark.parametrize("name", ["lenet-mnist", "conv2-fashion"])
+def test_committed_results_md_states_only_claims_its_tables_support(name: str) -> None:
+    rows, run_rows, text = committed(name)
+    checks = comparison_checks(STUDIES[name], rows, run_rows)
+    assert checks and failing_claims(checks) == []
+    assert {c.claim.verdict for c in checks} <= set(VERDICTS)
+    # results.md is rendered from these rows: every claim's generated sentence is in it, none fails
+    assert "## Comparison with the paper" in text and "do not hold" not in text
+    for c in checks:
+        assert c.ours in text and c.detail in text, c.claim.key
+        assert f"| {c.claim.source} | {c.ours} | **{c.claim.verdict}** |" in text, c.claim.key
+
+
+def test_lenet_claims_quote_the_papers_numbers_with_sources() -> None:
+    checks = {
+        c.claim.key: c for c in comparison_checks(STUDIES["lenet-mnist"], *committed("lenet-mnist")[:2])
+    }
+    verdict = {k: c.claim.verdict for k, c in checks.items()}
+    # the audit's classification: four differences, the reinit drop-off at 21.1% an agreement
+    assert verdict["early-stop-21-vs-dense"] == verdict["early-stop-21-vs-reinit"] == "differs"
+    assert verdict["early-stop-minimum"] == verdict["accuracy-3.6-vs-dense"] == "differs"
+    assert verdict["reinit-drops-from-21"] == verdict["accuracy-21-vs-reinit"] == "agrees"
+    assert verdict["accuracy-13.5-vs-dense"] == "agrees"
+    paper = {k: c.claim.paper for k, c in checks.items()}
+    assert "38%" in paper["early-stop-21-vs-dense"] and "2.51×" in paper["early-stop-21-vs-reinit"]
+    assert "0.5 points" in paper["accuracy-21-vs-reinit"] and "0.3 points" in paper["accuracy-13.5-vs-dense"]
+    assert "21.1%" in paper["reinit-drops-from-21"]
+    for c in checks.values():
+        assert "Section" in c.claim.source or "by eye" in c.claim.source, c.claim.key
+    # our side, computed from rounds.csv / runs.csv
+    assert checks["early-stop-21-vs-dense"].ours.startswith("58% earlier (2,467 ± 603 vs 5,933 ± 2,359")
+    assert checks["early-stop-21-vs-reinit"].ours.startswith("1.66×")
+    assert checks["accuracy-21-vs-reinit"].ours.startswith("+0.45 points")
+    assert checks["accuracy-3.6-vs-dense"].ours.startswith("+0.21 points")
+    assert checks["early-stop-3.6-vs-dense"].ours.startswith("39% earlier")
+    assert checks["early-stop-minimum"].ours.startswith("lowest mean at 8.7%")
+    assert "3,700–8,400 iterations" in checks["early-stop-3.6-vs-dense"].detail
+
+
+@pytest.mark.parametrize(
+    ("edits", "fails"),
+    [
+        # swap the ticket's and the reinit's accuracy at 21.1% of the weights
+        (
+            {
+                ("ticket", "7", "test_accuracy_at_early_stop_mean"): "0.9780333333333333",
+                ("reinit", "7", "test_accuracy_at_early_stop_mean"): "0.9825333333333334",
+            },
+            "accuracy-21-vs-reinit",
+        ),
+        # the ticket back at the dense accuracy at 3.6%
+        (
+            {("ticket", "15", "test_accuracy_at_early_stop_mean"): "0.9800333333333332"},
+            "accuracy-3.6-vs-dense",
+        ),
+        # the ticket fastest at 21.1%, as in the paper
+        ({("ticket", "7", "early_stop_iteration_mean"): "1900"}, "early-stop-minimum"),
+        # a reinit round above 21.1% as far below dense as the rounds below it
+        ({("reinit", "3", "test_accuracy_at_early_stop_mean"): "0.9760"}, "reinit-drops-from-21"),
+        # random pruning within one std of the ticket at 41%
+        ({("random_prune", "4", "test_accuracy_at_early_stop_mean"): "0.9800"}, "random-pruning"),
+    ],
+)
+def test_a_doctored_table_fails_the_claim_it_contradicts(
+    edits: dict[tuple[str, str, str], str], fails: str
+) -> None:
+    rows, run_rows, _ = committed("lenet-mnist")
+    checks = comparison_checks(STUDIES["lenet-mnist"], doctored(rows, edits), run_rows)
+    assert fails in failing_claims(checks)
+
+
+def test_results_md_withholds_a_failing_claim() -> None:
+    rows, run_rows, _ = committed("lenet-mnist")
+    bad = doctored(rows, {("ticket", "15", "test_accuracy_at_early_stop_mean"): "0.9800333333333332"})
+    good = {c.claim.key: c for c in comparison_checks(STUDIES["lenet-mnist"], rows, run_rows)}
+    text = "\n".join(_comparison_section(STUDIES["lenet-mnist"], bad, run_rows, 50_000, {}))
+    assert "**Claims that do not hold on these rows** (not printed above):" in text
+    assert "- `accuracy-3.6-vs-dense` (Ticket vs dense, accuracy at 3.6%): its check fails" in text
+    assert (
+        good["accuracy-3.6-vs-dense"].detail not in text
+        and "| back at the dense network's accuracy |" not in text
+    )
+    assert good["accuracy-13.5-vs-dense"].ours in text  # the others are still printed
+    # a row the claims need is missing: named, not printed
+    partial = [r for r in rows if not (r["condition"] == "reinit" and r["round"] == "7")]
+    failed = failing_claims(comparison_checks(STUDIES["lenet-mnist"], partial, run_rows))
+    assert "accuracy-21-vs-reinit" in failed and "dense-accuracy" not in failed
+    # a run with overridden settings is not compared with the paper
+    text = "\n".join(_comparison_section(STUDIES["lenet-mnist"], rows, run_rows, 300, {"iterations": 300}))
+    assert "Not compared: this run overrides the study's settings (iterations=300)." in text
+
+
+def test_protocol_differences_are_listed_beside_the_settings() -> None:
+    lines = protocol_deviations("lenet-mnist")
+    assert lines[0].startswith("trials: 3 seeds (0, 1, 2), one ticket each, where the paper averages five")
+    assert "one random-reinit and one random-pruning draw per seed and round (3 per point)" in lines[1]
+    assert "15 per point" in lines[1] and "ten randomly sampled sparse networks" in lines[1]
+    assert "the same 5,000 training images" in lines[2]
+    assert deviations("lenet-mnist") == ()  # no setting differs
+    _, _, text = committed("lenet-mnist")
+    assert "No deviations" not in text and "- Settings: none" in text
+    for line in lines:
+        assert f"- {line}" in text
+    assert protocol_deviations("conv2-fashion", [0, 1])[0].startswith("trials: 2 seeds (0, 1)")
+
+
+def test_conv2_table_is_labelled_accuracy_after_600_iterations() -> None:
+    rows, _, text = committed("conv2-fashion")
+    assert all(r["early_stop_iteration_mean"] == "600.0" for r in rows)  # no round stopped early
+    assert "| ticket acc % after 600 it | random reinit acc % after 600 it |" in text
+    assert "accuracies after 600 iterations, not at an early stop" in text
+    assert "Test accuracy after 600 iterations vs weights remaining" in text
+    assert "pattern shows clearly" not in text
+    lenet = committed("lenet-mnist")[2]
+    assert "| ticket acc % | random reinit acc % |" in lenet and "5933 ± 2359" in lenet  # early-stop std

@@ -18,8 +18,9 @@ and then :func:`collect` writes the evidence into ``OUT`` (default ``docs/result
     early_stop.png    early-stop iteration vs weights remaining
     curves_ticket.png, curves_reinit.png
                       test accuracy during training for a few rounds of the first seed
-    results.md        tables, figures, deviations from the paper, the machine and whether the
-                      results are complete or partial
+    results.md        tables, figures, deviations from the paper, the comparison with the
+                      paper's numbers (checked claims), the machine and whether the results are
+                      complete or partial
 
 ``<prefix>`` is the study name, with the overridden settings appended when some are changed
 (``lenet-mnist-iterations300-rounds2``), so shortened runs never mix with the full study.
@@ -29,10 +30,13 @@ written atomically.
 
 The package is an application on top of ``ltfunc``: ``import ltfunc`` does not import it.
 Modules: :mod:`~ltfunc.studies.registry` (the studies, their configs, expected densities and
-deviations), :mod:`~ltfunc.studies.run` (running the seeds; collecting and aggregating their
-finished rounds), :mod:`~ltfunc.studies.state` (which rounds of the run directories have
-finished), :mod:`~ltfunc.studies.results` (the CSVs, figures and ``results.md``) and
-:mod:`~ltfunc.studies.machine` (machine descriptions).
+deviations), :mod:`~ltfunc.studies.paper` (the paper's numbers next to ours: each study's
+checked claims), :mod:`~ltfunc.studies.claims` (checking claims against the results),
+:mod:`~ltfunc.studies.run` (running the seeds; collecting and aggregating their finished
+rounds), :mod:`~ltfunc.studies.state` (which rounds of the run directories have finished),
+:mod:`~ltfunc.studies.results` (the CSVs, figures and ``results.md``, whose comparison with
+the paper prints only the claims that hold) and :mod:`~ltfunc.studies.machine` (machine
+descriptions).
 """
 
 from .machine import machine_info
@@ -43,6 +47,7 @@ from .registry import (
     deviations,
     expected_densities,
     get_study,
+    protocol_deviations,
     run_name,
     study_configs,
 )
@@ -61,6 +66,7 @@ __all__ = [
     "expected_densities",
     "get_study",
     "machine_info",
+    "protocol_deviations",
     "reproduce",
     "run_name",
     "run_study",

@@ -19,8 +19,11 @@ from .._checks import check_choice, check_int
 from ..config import ImpConfig
 from ..masks import ones
 from ..models import build
+from ..presets import _scale, get_preset
 from ..prune import layer_kinds
 from ..ticket import BASELINES
+from .claims import Claim
+from .paper import CONV2_CLAIMS, LENET_CLAIMS
 
 __all__ = [
     "OVERRIDABLE",
@@ -29,6 +32,7 @@ __all__ = [
     "deviations",
     "expected_densities",
     "get_study",
+    "protocol_deviations",
     "run_name",
     "study_configs",
 ]
@@ -53,6 +57,14 @@ _LABELS = {
     "schedule": "pruning schedule",
     "rewind": "reset / rewind iteration (0 = reset to θ0)",
     "rounds": "pruning rounds",
+    "momentum": "momentum",
+    "weight_decay": "weight decay",
+    "lr_schedule": "learning-rate schedule",
+    "milestones": "learning-rate drops at iterations",
+    "gamma": "learning-rate factor per drop",
+    "warmup": "learning-rate warm-up (iterations)",
+    "augment": "data augmentation (random crop + flip)",
+    "rate": "pruning rate per round",
 }
 _PRETTY = {
     "mnist": "MNIST",
@@ -62,6 +74,9 @@ _PRETTY = {
     "conv2": "Conv-2",
     "glorot_normal": "Glorot normal",
     "adam": "Adam",
+    "resnet20": "ResNet-20",
+    "vgg16_bn": "VGG-16 (BatchNorm)",
+    "sgd": "SGD",
 }
 
 
@@ -84,9 +99,15 @@ class Study:
         reference_source: Where ``reference`` comes from.
         reference_min_pct: Weights remaining (%) the paper prunes down to (``None``: not
             compared; say so in ``notes``).
-        reference_text: The paper's reported results (markdown), quoted as reference only.
+        reference_text: The paper's setup for this study (markdown), quoted in ``results.md``;
+            the paper's numbers are in ``claims``.
         notes: Deviations that are not a single config value (markdown bullets).
         curve_rounds: Rounds whose training curves are plotted (those that finished).
+        protocol: How the study's trials and data split differ from the paper's, beyond its
+            settings (markdown bullets; ``{n_seeds}``, ``{seeds}`` and ``{val_size}`` are filled
+            in by :func:`protocol_deviations`).
+        claims: The comparison with the paper's numbers, each claim checked against the
+            results (:mod:`ltfunc.studies.paper`).
 
     Example:
         >>> from ltfunc.studies import STUDIES
@@ -106,6 +127,8 @@ class Study:
     reference_text: str
     notes: tuple[str, ...] = ()
     curve_rounds: tuple[int, ...] = field(default=())
+    protocol: tuple[str, ...] = ()
+    claims: tuple[Claim, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "reference", MappingProxyType(dict(self.reference)))
@@ -116,6 +139,18 @@ class Study:
 
 _FRANKLE_CARBIN = (
     "Frankle & Carbin, *The Lottery Ticket Hypothesis: Finding Sparse, Trainable Neural Networks*, ICLR 2019"
+)
+
+_PROTOCOL = (
+    "trials: {n_seeds} seeds ({seeds}), one ticket each, where the paper averages five trials per "
+    "point (Figures 3-5).",
+    "baselines: one random-reinit and one random-pruning draw per seed and round ({n_seeds} per "
+    "point); for LeNet the paper reinitializes each ticket three times (15 per point, Section 2) and "
+    "averages ten randomly sampled sparse networks per point (Figure 1).",
+    "validation split: every seed holds out the same {val_size:,} training images (one split, drawn "
+    "with a fixed seed independent of the training seed), so the spread over seeds leaves out the "
+    "split's variation; the paper samples its validation set at random and does not say whether once "
+    "or per trial.",
 )
 
 STUDIES: dict[str, Study] = {
@@ -162,14 +197,16 @@ STUDIES: dict[str, Study] = {
         reference_source=f"{_FRANKLE_CARBIN}: Figure 2 (LeNet row) and Section 2",
         reference_min_pct=3.6,
         reference_text=(
-            f"{_FRANKLE_CARBIN}, LeNet-300-100 on MNIST (iterative pruning, reset to θ0; the paper "
-            "averages five trials and shows 100, 51.3, 21.1, 7.0, 3.6 and 1.9% weights remaining in "
-            "Figure 3): winning tickets reach an early-stop test accuracy at or above the dense "
-            "network's (about 98%) down to about 3.6-7% of the weights remaining, and learn faster "
-            "(an earlier early-stop iteration) than the dense network until about 3.6%. Randomly "
-            "reinitialized subnetworks degrade steadily from about 98% as they are pruned and fall "
-            "well below the winning tickets once fewer than about 20% of the weights remain."
+            f"{_FRANKLE_CARBIN}, Section 2: LeNet-300-100 on MNIST, iterative pruning with reset to θ0. "
+            "Winning tickets are averaged over five trials per point (Figures 3 and 4), each ticket is "
+            "randomly reinitialized three times (15 per point, Section 2), and the randomly sampled "
+            "sparse networks of Figure 1 are averaged over ten trials. Figure 3 shows 100, 51.3, 21.1, "
+            "7.0, 3.6 and 1.9% of the weights remaining; the dense network reaches about 98% test "
+            "accuracy (read off Figure 3 by eye). The numbers the paper states, next to ours, are in "
+            "*Comparison with the paper* above."
         ),
+        protocol=_PROTOCOL,
+        claims=LENET_CLAIMS,
         curve_rounds=(0, 3, 7, 12, 15),  # 100, 51.3, 21.1, 7.0, 3.6 % weights: the paper's Figure 3
     ),
     "conv2-fashion": Study(
@@ -216,21 +253,25 @@ STUDIES: dict[str, Study] = {
         reference_source=f"{_FRANKLE_CARBIN}: Figure 2 (Conv-2 row), trained on CIFAR-10",
         reference_min_pct=None,
         reference_text=(
-            f"{_FRANKLE_CARBIN} train Conv-2 on CIFAR-10, not Fashion-MNIST, so their numbers are not "
-            "directly comparable. What they report for their fully connected and convolutional "
-            "networks on MNIST and CIFAR-10: iterative pruning finds winning tickets that are less "
-            "than 10-20% of the original size; above that size the winning tickets learn faster "
-            "than the original network (earlier early-stop iteration) and reach higher test "
-            "accuracy, while randomly reinitialized subnetworks of the same structure learn slower "
-            "and lose accuracy as they are pruned."
+            f"{_FRANKLE_CARBIN} train Conv-2 on CIFAR-10, not Fashion-MNIST, for 20,000 iterations, so "
+            "their numbers are not comparable with this study's. What they report for their fully "
+            "connected and convolutional networks on MNIST and CIFAR-10 (abstract; Section 3 and "
+            "Figure 5 for Conv-2): iterative pruning finds winning tickets that are less than 10-20% of "
+            "the original size; above that size the winning tickets learn faster than the original "
+            "network (earlier early-stop iteration) and reach higher test accuracy, while randomly "
+            "reinitialized subnetworks of the same structure learn slower and lose accuracy as they "
+            "are pruned."
         ),
+        protocol=_PROTOCOL,
+        claims=CONV2_CLAIMS,
         notes=(
             "Fashion-MNIST (28×28 grayscale) instead of CIFAR-10 (32×32 RGB): conv1 has 1 input "
             "channel and fc1 sees 64·14·14 features, so the network has fewer weights than the "
             "paper's CIFAR-10 Conv-2 (4.3M; see *prunable weights* above).",
             "A much shorter study than the paper's Conv-2 experiments, sized to the 2-core CPU it "
             "ran on (one Conv-2 training step takes about 0.17 s there, one evaluation of "
-            "12,000 images about 8 s): 600 iterations per round (about 0.65 epochs) instead of "
+            "12,000 images about 8 s): 600 iterations per round (about 0.62 epochs of the 58,000 training "
+            "images) instead of "
             "20,000, and 5 pruning rounds, down to 33% of the weights, where the paper prunes Conv-2 "
             "to below 10%. It shows the conv/fc/output rates, the ticket and both baselines on a "
             "convolutional network; it cannot show where Conv-2 tickets stop winning. 600 "
@@ -244,6 +285,95 @@ STUDIES: dict[str, Study] = {
     ),
 }
 """The reproducible studies by name (``ltfunc reproduce NAME``)."""
+
+# --------------------------------------------------------------------------------------------
+# CIFAR-10 studies of Frankle et al. 2020, built from the presets (ltfunc.presets)
+
+_LMC = (
+    "Frankle, Dziugaite, Roy & Carbin, *Linear Mode Connectivity and the Lottery Ticket "
+    "Hypothesis*, ICML 2020"
+)
+_LMC_RECIPE: dict[str, Any] = {
+    "dataset": "cifar10",
+    "init": "open_lth",  # kaiming_normal + uniform BatchNorm weights
+    "optimizer": "sgd",
+    "lr": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 1e-4,
+    "batch_size": 128,
+    "iterations": 62_560,  # 160 epochs of 391 iterations
+    "lr_schedule": "multistep",
+    "milestones": (31_280, 46_920),  # epochs 80 and 120
+    "gamma": 0.1,
+    "warmup": 0,
+    "augment": True,
+    "scope": "global",
+    "rate": 0.2,
+    "val_size": 0,  # open_lth trains on all 50,000 images and evaluates on the test set
+}
+"""The LMC paper's standard CIFAR-10 recipe with open_lth's exact values (see the sources)."""
+_FROM_MEMORY = (
+    "(These numbers are quoted from memory of the paper and were not checked against it when "
+    "this study was added.)"
+)
+
+
+def _preset_study(
+    name: str, title: str, file: str, dense: str, density: str, curves: tuple[int, ...]
+) -> Study:
+    """A study at a preset's settings, with the LMC paper's Table 1 recipe as its reference."""
+    preset = get_preset(name)
+    config = preset.config()
+    return Study(
+        name=name,
+        title=title,
+        config=config,
+        seeds=(0, 1, 2),
+        min_seeds=3,
+        reference={"model": config.model, **_LMC_RECIPE},
+        reference_source=(
+            f"{_LMC}: Table 1 (standard variant: SGD lr 0.1, momentum 0.9, batch 128, about 63K "
+            f"iterations, lr ×0.1 at about 32K and 48K, no warm-up); facebookresearch/open_lth {file} "
+            "default_hparams() for the exact iterations (160 epochs of 391), weight decay, init and "
+            "global pruning of 20% per round"
+        ),
+        reference_min_pct=None,
+        reference_text=(
+            f"{_LMC}, Table 1 and Section 5: {title.split(' (')[0]} trained with this recipe reaches "
+            f"{dense} test accuracy dense, and Table 1 lists {density} of the weights remaining as "
+            "the sparsity at which the paper studies its IMP subnetworks. With rewinding to an early "
+            "iteration of training, IMP subnetworks reach the dense accuracy at that sparsity; reset "
+            "to iteration 0 (the original lottery-ticket procedure) they do not, and neither do the "
+            f"random-pruning and random-reinitialization baselines. {_FROM_MEMORY}"
+        ),
+        notes=(
+            *preset.notes,
+            "A GPU study: each seed trains 21 ticket rounds and 40 baseline rounds of 62,560 "
+            "iterations at batch 128. `--iterations N` shortens every round and scales the lr "
+            "milestones and the rewind iteration with it; `--device cuda` trains on a GPU.",
+            "Pruning depth: 20 rounds of 20% global pruning leave 1.2% of the prunable weights "
+            "(rounds=20 is our choice, above); how far the paper prunes is not compared.",
+        ),
+        curve_rounds=curves,
+    )
+
+
+STUDIES["resnet20-cifar10"] = _preset_study(
+    "resnet20-cifar10",
+    "ResNet-20 on CIFAR-10 (Frankle et al. 2020)",
+    "models/cifar_resnet.py",
+    "91.7 ± 0.1%",
+    "16.8%",
+    (0, 4, 8, 14, 20),  # 100, 41.0, 16.8, 4.4, 1.2 % of the prunable weights
+)
+STUDIES["vgg16-cifar10"] = _preset_study(
+    "vgg16-cifar10",
+    "VGG-16 (BatchNorm) on CIFAR-10 (Frankle et al. 2020)",
+    "models/cifar_vgg.py",
+    "93.7 ± 0.1%",
+    "1.5%",
+    (0, 4, 8, 14, 19),  # 100, 41.0, 16.8, 4.4, 1.4 % of the prunable weights
+)
 
 
 def get_study(name: str | Study) -> Study:
@@ -317,7 +447,9 @@ def study_configs(
         study: A name of :data:`STUDIES` or a :class:`Study`.
         seeds: The seeds (default: the study's).
         overrides: ``{setting: int}`` for settings in :data:`OVERRIDABLE` (``iterations``,
-            ``rounds``, ``eval_every``, ``val_size``); ``None`` values are ignored.
+            ``rounds``, ``eval_every``, ``val_size``); ``None`` values are ignored. Another
+            ``iterations`` scales the study's lr milestones, warm-up and rewind iteration with
+            it, as :func:`ltfunc.presets.preset_config` does.
         device: Where to train (default: the study's, ``"cpu"``).
         compile: ``torch.compile`` the training step (default: the study's, ``True``).
 
@@ -343,6 +475,12 @@ def study_configs(
     if compile is not None:
         changes["compile"] = compile
     base = s.config.to_dict()
+    if changes.get("iterations", s.config.iterations) != s.config.iterations:
+        # as for a preset: the lr milestones, warm-up and rewind iteration scale with the run
+        old, new = s.config.iterations, changes["iterations"]
+        base.update(
+            {k: _scale(k, getattr(s.config, k), old, new) for k in ("milestones", "warmup", "rewind")}
+        )
     return tuple(ImpConfig.from_dict({**base, **changes, "seed": seed}) for seed in chosen)
 
 
@@ -441,7 +579,9 @@ def _fmt_setting(key: str, value: Any) -> str:
         return str(value)
     if isinstance(value, int):
         return f"{value:,}"
-    if key.endswith("_rate"):
+    if isinstance(value, tuple):
+        return ", ".join(_fmt_setting(key, v) for v in value) or "none"
+    if key == "rate" or key.endswith("_rate"):
         return f"{100 * value:g}%"
     return f"{value:g}"
 
@@ -510,3 +650,37 @@ def deviations(
             f"the study asks for at least {s.min_seeds}."
         )
     return tuple(lines)
+
+
+def protocol_deviations(study: str | Study, seeds: Sequence[int] | None = None) -> tuple[str, ...]:
+    """How a study run's trials and data split differ from the paper's, beyond its settings.
+
+    :func:`deviations` lists the settings that differ; these are the differences no setting
+    expresses: how many trials each point averages, how many baseline draws each seed makes,
+    and the validation split shared by all seeds (:attr:`Study.protocol`, filled in).
+
+    Args:
+        study: A name of :data:`STUDIES` or a :class:`Study`.
+        seeds: The seeds (default: the study's).
+
+    Returns:
+        One markdown sentence per difference.
+
+    Raises:
+        ValueError: Unknown study or bad seeds.
+
+    Example:
+        >>> from ltfunc.studies import protocol_deviations
+        >>> protocol_deviations("lenet-mnist")[0][:40]
+        'trials: 3 seeds (0, 1, 2), one ticket ea'
+        >>> protocol_deviations("lenet-mnist", [0, 1])[0][:25]
+        'trials: 2 seeds (0, 1), o'
+    """
+    s = get_study(study)
+    chosen = s.seeds if seeds is None else _check_seeds("protocol_deviations", seeds)
+    fields = {
+        "n_seeds": len(chosen),
+        "seeds": ", ".join(map(str, chosen)),
+        "val_size": s.config.val_size,
+    }
+    return tuple(line.format(**fields) for line in s.protocol)

@@ -1,0 +1,232 @@
+"""The ``ltfunc`` command line, part 2: argument types, config files, recipe options, ``presets``.
+
+Split out of :mod:`ltfunc.cli` (which builds the parser and runs the commands): the argument
+types (rates, baselines, seeds, ``--model`` / ``--dataset`` as registry names or import paths,
+``--milestones``, ``--model-kwargs``); reading ``--config`` files; the ``imp`` options
+``--lr-schedule``, ``--warmup``, ``--milestones``, ``--gamma``, ``--nesterov``, ``--augment``,
+``--model-kwargs``, ``--preset``, ``--tensorboard``; and ``ltfunc presets``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .config import ImpConfig, is_import_path
+from .data import DATASETS
+from .models import MODELS
+from .schedules import SCHEDULES
+from .ticket import BASELINES
+
+__all__ = [
+    "add_presets_parser",
+    "add_recipe_args",
+    "baselines_arg",
+    "cmd_presets",
+    "dataset_arg",
+    "fraction_arg",
+    "json_object_arg",
+    "milestones_arg",
+    "model_arg",
+    "override_arg",
+    "read_config_file",
+    "seeds_arg",
+]
+
+
+def fraction_arg(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}") from None
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
+    return v
+
+
+def override_arg(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=RATE such as fc1.weight=0.3, got {text!r}")
+    return name, fraction_arg(value)
+
+
+def baselines_arg(text: str) -> tuple[str, ...]:
+    if text.strip().lower() in ("", "none"):
+        return ()
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if n not in BASELINES]
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"unknown baseline(s) {', '.join(bad)}. "
+            f"Supported: {', '.join(BASELINES)} (comma-separated) or none"
+        )
+    return names
+
+
+def seeds_arg(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated ints such as 0,1,2, got {text!r}"
+        ) from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct ints >= 0 such as 0,1,2, got {text!r}")
+    return seeds
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The mapping stored in a TOML (Python >= 3.11) or JSON config file."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--config: no such file: {p}")
+    if p.suffix.lower() == ".json":
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"--config: {p} is not valid JSON ({e})") from e
+    else:
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10 has no tomllib (and tomli is not a dependency)
+            raise ValueError(
+                f"--config: reading TOML ({p}) needs Python >= 3.11 (tomllib); on Python "
+                f"{sys.version_info.major}.{sys.version_info.minor} write the same keys to a .json file"
+            ) from None
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+            raise ValueError(f"--config: {p} is not valid TOML ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"--config: {p} must hold a table/object of options, got {type(data).__name__}")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def _name_or_path(kind: str, names: Callable[[], tuple[str, ...]]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text in names() or is_import_path(text):
+            return text
+        choices = ", ".join(repr(n) for n in names())
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {text!r} (choose from {choices}, or a {kind} factory 'package.module:name')"
+        )
+
+    parse.__name__ = kind  # argparse names the type in its messages
+    return parse
+
+
+model_arg = _name_or_path("model", lambda: tuple(MODELS))
+"""``--model``: a name of :data:`ltfunc.models.MODELS` or an import path ``package.module:factory``."""
+dataset_arg = _name_or_path("dataset", lambda: tuple(DATASETS))
+"""``--dataset``: a name of :data:`ltfunc.data.DATASETS` or an import path ``package.module:factory``."""
+
+
+def milestones_arg(text: str) -> tuple[int, ...]:
+    """``--milestones 1000,2000``: comma-separated iterations (``none`` or empty: no milestones)."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated iterations such as 32000,48000, got {text!r}"
+        ) from None
+
+
+def json_object_arg(text: str) -> dict[str, Any]:
+    """``--model-kwargs '{"num_classes": 100}'``: a JSON object."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object such as '{{\"num_classes\": 100}}' ({e})"
+        ) from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object such as '{{\"num_classes\": 100}}', got {text!r}"
+        )
+    return value
+
+
+def add_recipe_args(p: argparse.ArgumentParser, d: Callable[[Any], Any]) -> None:
+    """The ``imp`` options of the lr schedule, Nesterov, augmentation, model kwargs, preset, TensorBoard."""
+    cfg = ImpConfig.__dataclass_fields__
+    p.add_argument(
+        "--preset",
+        default=d(None),
+        metavar="NAME",
+        help="start from a published recipe (`ltfunc presets` lists them); precedence: defaults < "
+        "preset < --config file < flags. Overriding its --iterations scales its milestones, "
+        "warm-up and rewind iteration unless those are given too",
+    )
+    p.add_argument(
+        "--lr-schedule",
+        choices=SCHEDULES,
+        default=d(cfg["lr_schedule"].default),
+        help="'constant'; 'multistep': lr x GAMMA at each of --milestones; 'cosine': to 0 at --iterations",
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=d(cfg["warmup"].default),
+        help="iterations of linear lr warm-up from 0 (0: none)",
+    )
+    p.add_argument(
+        "--milestones",
+        type=milestones_arg,
+        default=d("none"),
+        metavar="IT,IT,...",
+        help="multistep: comma-separated iterations at which the lr is multiplied by --gamma",
+    )
+    p.add_argument("--gamma", type=float, default=d(cfg["gamma"].default), help="multistep: lr factor")
+    p.add_argument(
+        "--nesterov",
+        action="store_true",
+        default=d(False),
+        help="Nesterov momentum (sgd / momentum with --momentum > 0)",
+    )
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=d(False),
+        help="augment the training batches (random crop + flip, on the device) where the dataset allows",
+    )
+    p.add_argument(
+        "--model-kwargs",
+        type=json_object_arg,
+        default=d("{}"),
+        metavar="JSON",
+        help="keyword arguments of the model factory, e.g. '{\"num_classes\": 100}'",
+    )
+    p.add_argument(
+        "--tensorboard",
+        default=d(None),
+        metavar="DIR",
+        help="also write every evaluation to TensorBoard event files in DIR/NAME (needs "
+        "`pip install 'ltfunc[tensorboard]'`); metrics.jsonl stays the record",
+    )
+
+
+def add_presets_parser(sub: Any, formatter: type[argparse.HelpFormatter]) -> None:
+    """The ``presets`` subcommand."""
+    p = sub.add_parser(
+        "presets",
+        help="list the published recipes for `ltfunc imp --preset NAME`, with their sources",
+        description="Name, title and sources of every preset; with names, also their settings and notes.",
+        formatter_class=formatter,
+    )
+    p.add_argument("names", nargs="*", metavar="NAME", help="presets to show in full (default: list all)")
+
+
+def cmd_presets(ns: argparse.Namespace) -> int:
+    """``ltfunc presets [NAME...]``."""
+    from .presets import format_presets
+
+    names = list(ns.names) or None
+    print(format_presets(names, detail=names is not None))
+    return 0
