@@ -91,22 +91,6 @@ def test_plot_refuses_two_copies_of_one_run(tmp_path) -> None:
 
 
 # 5. taking over a stale lock is atomic ----------------------------------------------------------
-def _race_for_lock(run_dir: str, start, done, wins) -> None:
-    from pathlib import Path
-
-    from ltfunc import rundir
-
-    start.wait()
-    try:
-        with rundir.lock("run_imp", Path(run_dir)):
-            wins.put(1)
-            done.wait()  # hold the lock until every process has tried
-            return
-    except ValueError:
-        pass
-    done.wait()
-
-
 def _dead_pid() -> int:
     import subprocess
     import sys
@@ -123,16 +107,20 @@ def test_stale_lock_takeover_has_exactly_one_winner(tmp_path) -> None:
     import socket
 
     from ltfunc import rundir
+    from tests.lock_race import race_for_lock
 
-    ctx = mp.get_context("fork")
+    # a fork server that has imported only the lock code: forking this process, which may hold
+    # JAX's threads, could deadlock
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["tests.lock_race"])
     n = 4
     stale = {"pid": _dead_pid(), "host": socket.gethostname(), "since": "then"}
-    for trial in range(20):
+    for trial in range(10):
         run = tmp_path / f"r{trial}"
         run.mkdir()
         (run / rundir.LOCK_FILE).write_text(json.dumps(stale))
         start, done, wins = ctx.Barrier(n), ctx.Barrier(n), ctx.Queue()
-        procs = [ctx.Process(target=_race_for_lock, args=(str(run), start, done, wins)) for _ in range(n)]
+        procs = [ctx.Process(target=race_for_lock, args=(str(run), start, done, wins)) for _ in range(n)]
         for p in procs:
             p.start()
         for p in procs:
