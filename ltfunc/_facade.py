@@ -10,6 +10,8 @@ compiled one, from a step count that does not depend on timing, so a run is repr
 
 from __future__ import annotations
 
+import copy
+import inspect
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any, Literal, NamedTuple
@@ -24,7 +26,7 @@ from ._flat import FlatState
 from ._types import Batch, Buffers, LossFn, Params
 from .loaders import PreloadedLoader, try_preload
 from .masks import Mask
-from .optim import Optimizer, from_torch
+from .optim import AdamState, MomentumState, Optimizer, OptState, SGDState, from_torch
 from .params import get_buffers
 from .step import TrainState, TrainStep, make_train_step
 
@@ -229,12 +231,29 @@ def unpack_batch(func: str, batch: Any) -> tuple[Any, Any]:
 
 
 class Engine:
-    """The facade's training state: steps (eager and compiled), flat state, write-back to the module."""
+    """The facade's training state: steps (eager and compiled), flat state, write-back to the module.
+
+    Under ``compile="auto"``, until compiling pays off, the steps run in *module mode*: the
+    module itself, an internal copy of the user's ``torch.optim`` optimizer (same class and
+    hyper-parameters; the user's is never stepped), gradients and weights masked with foreach
+    ops. That is the fastest eager masked step (ltfunc's functional step is faster only once
+    compiled). At the switch its optimizer state is translated into ltfunc's functional state
+    (:func:`module_state_to_functional`), and the compiled step continues from it.
+    """
 
     def __init__(
-        self, model: nn.Module, optimizer: Optimizer, criterion: LossFn, compile: CompileMode
+        self,
+        model: nn.Module,
+        optimizer: Optimizer,
+        criterion: LossFn,
+        compile: CompileMode,
+        source: Any = None,
     ) -> None:
         self.model, self.optimizer, self.criterion, self.mode = model, optimizer, criterion, compile
+        self._source = source  # the user's optimizer argument: a torch optimizer, an ltfunc one or None
+        self._module_opt: torch.optim.Optimizer | None = None  # module mode's optimizer, while active
+        self._module_count = 0  # optimizer steps taken in module mode since the last reset
+        self._module_mask: tuple[Mask, list[tuple[Tensor, Tensor]]] | None = None
         self.steps: dict[bool, TrainStep] = {}
         self.taken = 0  # steps run by this engine (the auto policy counts them)
         self._compiled_shape: tuple[int, ...] | None = None  # the one batch shape the compiled step runs
@@ -262,6 +281,67 @@ class Engine:
     def current(self) -> TrainStep:
         """The step the facade reports (``LT.train_step``): the compiled one once it exists."""
         return self.steps.get(True) or self.step(self.mode is True)
+
+    def _module_mode(self, horizon: int) -> bool:
+        """Whether the next steps run on the module (``"auto"`` before compiling, torch/default optimizer)."""
+        return (
+            self.mode == "auto"
+            and not self._wants_compiled(horizon)
+            and not isinstance(self._source, Optimizer)
+            and (self._flat is None or self._module_opt is not None)
+        )
+
+    def _module_optimizer(self) -> torch.optim.Optimizer:
+        if self._module_opt is None:
+            self._module_opt = torch_twin(self._source, self.model, self.optimizer)
+            self._module_count = 0
+        return self._module_opt
+
+    def _masked(self, mask: Mask) -> list[tuple[Tensor, Tensor]]:
+        """``(parameter, float mask)`` pairs; a new mask prunes the module's weights once."""
+        if self._module_mask is None or self._module_mask[0] is not mask:
+            own = dict(self.model.named_parameters())
+            pairs: list[tuple[Tensor, Tensor]] = [(own[n], m.to(own[n].dtype)) for n, m in mask.items()]
+            with torch.no_grad():
+                if pairs:
+                    torch._foreach_mul_([p for p, _ in pairs], [m for _, m in pairs])
+            self._module_mask = (mask, pairs)
+        return self._module_mask[1]
+
+    def _module_step(self, mask: Mask, batch: Batch, lr: float) -> dict[str, Tensor]:
+        """One masked step of the module: masked gradients, the optimizer, the mask re-applied."""
+        opt = self._module_optimizer()
+        pairs = self._masked(mask)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x, y = batch
+        opt.zero_grad(set_to_none=True)
+        out = self.model(x)
+        loss = self.criterion(out, y)
+        loss.backward()
+        with torch.no_grad():
+            grads = [(p.grad, m) for p, m in pairs if p.grad is not None]
+            if grads:
+                torch._foreach_mul_([g for g, _ in grads], [m for _, m in grads])
+            opt.step()
+            if pairs:
+                torch._foreach_mul_([p for p, _ in pairs], [m for _, m in pairs])
+            accuracy = (out.argmax(-1) == y).to(loss.dtype).mean()
+        self._module_count += 1
+        self._synced = None  # the module changed: a functional state must be re-read from it
+        return {"loss": loss.detach(), "accuracy": accuracy}
+
+    def _leave_module_mode(self) -> None:
+        """Hand module mode's optimizer state over to the functional (compiled) step, once."""
+        if self._module_opt is None:
+            return
+        step = self.current()
+        opt_state = module_state_to_functional(
+            self._module_opt, self.model, self.optimizer, self._module_count
+        )
+        self._flat = step._pack(TrainState(self.params(), opt_state, 0, self.buffers()))._replace(buffers={})
+        self._synced = self._signature()
+        self._module_opt, self._module_mask = None, None
 
     def _wants_compiled(self, horizon: int) -> bool:
         if self.mode == "auto":
@@ -354,18 +434,31 @@ class Engine:
     def reset_optimizer(self) -> None:
         """A fresh optimizer state at the next step."""
         self._flat, self._synced = None, None
+        self._module_opt, self._module_mask = None, None
 
     def saved(self) -> tuple[Any, ...]:
-        return self._flat, self._synced
+        module = None
+        if self._module_opt is not None:
+            module = (copy.deepcopy(self._module_opt.state_dict()), self._module_count)
+        return self._flat, self._synced, module
 
     def restore(self, saved: tuple[Any, ...]) -> None:
-        self._flat, self._synced = saved
+        self._flat, self._synced, module = saved
+        self._module_opt, self._module_mask = None, None
+        if module is not None:
+            self._module_optimizer().load_state_dict(module[0])
+            self._module_count = module[1]
 
     # running ------------------------------------------------------------------------------
     def run_batch(self, func: str, mask: Mask, batch: Batch, lr: float) -> dict[str, Tensor]:
         """One masked step on ``batch``; the module is updated."""
         self.check_batch(func, batch[0])
         self.check_labels(func, batch[0], batch[1])
+        if self._module_mode(0):
+            metrics = self._module_step(mask, batch, lr)
+            self.taken += 1
+            return metrics
+        self._leave_module_mode()
         compiled = self._wants_compiled(0)
         if compiled:
             shape = tuple(batch[0].shape)
@@ -386,8 +479,71 @@ class Engine:
         """
         from .train import fit
 
+        if self._module_mode(horizon):
+            self._module_fit(func, mask, batches, iterations, lr)
+            return
+        self._leave_module_mode()
         step = self.step(self._wants_compiled(horizon))
         state = step._unpack(self.flat_state(), 0)
         state = fit(step, state, mask, self._checked(func, batches), iterations, lr=lr)
         self.commit(step._pack(state))  # fit's own result: no copy
         self.taken += iterations
+
+    def _module_fit(
+        self, func: str, mask: Mask, batches: Iterator[Batch], iterations: int, lr: float
+    ) -> None:
+        losses = []
+        for i, (x, y) in enumerate(self._checked(func, batches)):
+            if i == iterations:
+                break
+            losses.append(self._module_step(mask, (x, y), lr)["loss"])
+            self.taken += 1
+        if len(losses) < iterations:
+            raise ValueError(f"{func}: batches ran out after {len(losses)} of {iterations} iterations")
+        bad = ~torch.isfinite(torch.stack(losses)) if losses else None
+        if bad is not None and bool(bad.any()):
+            first = int(bad.to(torch.int8).argmax())
+            raise FloatingPointError(
+                f"{func}: the training loss became {float(losses[first])} at step {first + 1} of this call, "
+                "the first non-finite loss; lower the learning rate or check the data"
+            )
+
+
+def torch_twin(source: Any, model: nn.Module, functional: Optimizer) -> torch.optim.Optimizer:
+    """A fresh ``torch.optim`` optimizer over ``model`` with the hyper-parameters of ``source``.
+
+    ``source`` is the user's torch optimizer (same class, its first group's settings) or
+    ``None`` (Adam with the functional default's ``lr``).
+    """
+    params = [p for _, p in model.named_parameters()]
+    if source is None:
+        return torch.optim.Adam(params, lr=functional.lr)
+    accepted = inspect.signature(type(source).__init__).parameters
+    group = {k: v for k, v in source.param_groups[0].items() if k != "params" and k in accepted}
+    return type(source)(params, **group)
+
+
+def module_state_to_functional(
+    opt: torch.optim.Optimizer, model: nn.Module, functional: Optimizer, count: int
+) -> OptState:
+    """The ltfunc optimizer state equal to a ``torch.optim`` optimizer's (SGD, momentum, Adam, AdamW)."""
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    template = functional.init(params)
+    device = next(iter(params.values())).device
+    steps = torch.tensor(count, dtype=torch.int64, device=device)
+
+    def slot(key: str) -> dict[str, Tensor]:
+        own = dict(model.named_parameters())
+        out = {}
+        for n, p in own.items():
+            value = opt.state.get(p, {}).get(key)
+            out[n] = torch.zeros_like(p.detach()) if value is None else value.detach().clone()
+        return out
+
+    if isinstance(template, AdamState):
+        return AdamState(steps, slot("exp_avg"), slot("exp_avg_sq"))
+    if isinstance(template, MomentumState):
+        return MomentumState(steps, slot("momentum_buffer"))
+    if isinstance(template, SGDState):
+        return SGDState(steps)
+    raise TypeError(f"module_state_to_functional: unsupported optimizer state {type(template).__name__}")

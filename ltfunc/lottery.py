@@ -142,7 +142,9 @@ class LotteryTicket:
             self.init_masks() if masks is None else as_mask(func, masks, self.model, self.device)
         )
         # the steps, the flat state as of the last step and the write-back into the model
-        self._engine = Engine(self.model, self.functional_optimizer, self.criterion, self._compile)
+        self._engine = Engine(
+            self.model, self.functional_optimizer, self.criterion, self._compile, self.optimizer
+        )
         # loaders already pre-loaded (or found not pre-loadable) by train_all / get_masks_by_iteration
         self._preloaded: weakref.WeakKeyDictionary[Any, PreloadedLoader | None] = weakref.WeakKeyDictionary()
 
@@ -157,7 +159,9 @@ class LotteryTicket:
     def _rebuild_engine(self, *, keep_state: bool) -> None:
         """A new engine for a new criterion/optimizer; ``keep_state`` carries the optimizer state over."""
         old = self._engine
-        self._engine = Engine(self.model, self.functional_optimizer, self.criterion, self._compile)
+        self._engine = Engine(
+            self.model, self.functional_optimizer, self.criterion, self._compile, self.optimizer
+        )
         if keep_state:
             self._engine.restore(old.saved())
             self._engine.taken = old.taken

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -774,3 +775,42 @@ def test_train_on_batch_refuses_another_input_shape_and_runs_other_batch_sizes_e
 def test_compile_argument_is_checked() -> None:
     with pytest.raises(TypeError, match="LotteryTicket: compile must be a bool"):
         LotteryTicket(ltfunc.models.lenet300(), "cpu", compile="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        lambda ps: torch.optim.Adam(ps, lr=1e-3, weight_decay=1e-4),
+        lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+        lambda ps: torch.optim.AdamW(ps, lr=1e-3),
+        None,
+    ],
+    ids=["adam", "sgd-nesterov", "adamw", "default"],
+)
+def test_auto_mode_trains_like_the_functional_step_before_and_after_the_switch(
+    monkeypatch: pytest.MonkeyPatch, make_opt: Any
+) -> None:
+    """compile="auto" runs the module with a torch optimizer twin, then hands its state to the
+    compiled step: the whole trajectory matches ltfunc's eager functional step."""
+    import ltfunc._facade as facade
+
+    monkeypatch.setattr(facade, "AUTO_COMPILE_STEPS", 4)
+    batches = list(make_loader(n=8 * 8, batch_size=8))
+    runs = {}
+    for mode in ("auto", False):
+        torch.manual_seed(0)
+        model = ConvBN()  # BatchNorm: running statistics must follow both paths too
+        # the conv bias before BatchNorm gets a zero gradient, whose float noise Adam blows up
+        # into noise-sized updates: drop it, so every compared weight has a real gradient
+        model.conv = nn.Conv2d(1, 4, 3, bias=False)
+        opt = None if make_opt is None else make_opt(model.parameters())
+        LT = LotteryTicket(model, "cpu", opt, compile=mode)  # type: ignore[arg-type]
+        LT.set_masks(LT.get_masks_by_single_shot(0.3, 0.5, "layer")).train()
+        losses = [LT.train_on_batch(x, y).loss for x, y in batches]
+        runs[mode] = (losses, dict(model.state_dict()), LT)
+    (la, sa, lt_auto), (lf, sf, _) = runs["auto"], runs[False]
+    assert lt_auto.train_step.compiled  # steps 5.. ran compiled
+    assert la == pytest.approx(lf, rel=1e-4, abs=1e-5)
+    assert tree_allclose(sa, sf, rtol=1e-4, atol=1e-5)
+    for name, m in lt_auto.masks.items():
+        assert bool((sa[name][~m] == 0).all())
