@@ -4,9 +4,9 @@ Our own code with the per-step behaviour of the seed's ``lib/LotteryTicket.py`` 
 source shows it): masks are float64 numpy arrays made by ``np.percentile`` thresholds, every
 ``train_on_batch`` sends each weight gradient to numpy, multiplies it by the mask and copies it
 back before ``optimizer.step()``, and reads the loss and the number of correct predictions with
-``.item()``; ``train_all`` prints one line per iteration (and, unlike the seed, stops after
-exactly ``train_itrs`` batches instead of finishing the started epoch, so both sides do the
-same work); ``train_init`` reloads the init
+``.item()``; ``train_all`` prints one line per iteration and, by default unlike the seed,
+stops after exactly ``train_itrs`` batches, so both sides do the same work
+(``finish_epochs=True``: like the seed, it finishes every started epoch); ``train_init`` reloads the init
 weights and the optimizer's saved state and multiplies the weights by the masks through numpy.
 It exists only to be timed against :class:`ltfunc.LotteryTicket` (``bench/facade.py``).
 """
@@ -33,12 +33,15 @@ class SeedStyleLotteryTicket:
         optimizer: torch.optim.Optimizer,
         criterion: Any,
         init_weights: dict[str, torch.Tensor] | None = None,
+        *,
+        finish_epochs: bool = False,
     ) -> None:
         self.model, self.device, self.optimizer, self.criterion = model, device, optimizer, criterion
         self.init_weights = copy.deepcopy(init_weights)
         self._optimizer_init = copy.deepcopy(optimizer.state_dict())
         self.masks = self._ones()
         self.log = io.StringIO()  # the seed prints every iteration; kept off the terminal here
+        self.finish_epochs = finish_epochs  # True: like the seed, train_all finishes the started epoch
 
     def _prunable(self) -> list[tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in self.model.named_parameters() if "weight" in n and p.dim() in (2, 4)]
@@ -103,7 +106,7 @@ class SeedStyleLotteryTicket:
                 loss, acc, _ = self.train_on_batch(inputs, targets)
                 done += 1
                 print(f"itr: {done}/{train_itrs}, loss={loss}, acc={acc}", file=self.log)
-                if done == train_itrs:  # the seed finishes the started epoch: more work, not timed here
+                if done == train_itrs and not self.finish_epochs:
                     break
 
     def eval_all(self, loader: Iterable[Any]) -> tuple[float, float]:

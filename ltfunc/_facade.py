@@ -32,10 +32,13 @@ from .step import TrainState, TrainStep, make_train_step
 
 CompileMode = bool | Literal["auto"]
 
-AUTO_COMPILE_STEPS = 2000
+AUTO_COMPILE_STEPS = 15_000
 """``compile="auto"``: compile when a call will take at least this many steps (``train_all``,
 ``get_masks_by_iteration``), or once this many steps have run eagerly (``train_on_batch``
-loops). Where it comes from: ``bench/README.md`` ("Facade: when compiling pays off")."""
+loops). Measured on LeNet-300-100 (``bench/README.md``, "Facade"): the eager module mode saves
+about 1.0-1.2 ms per step over the seed's class and a cold compilation costs about 14 s, so
+after 15,000 steps the time saved covers even a cold compilation and the facade never falls
+behind the seed's class; with a warm compile cache compiling would pay off after about 5,000."""
 
 
 class BatchResult(NamedTuple):

@@ -17,20 +17,20 @@ import argparse
 import dataclasses
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from . import masks, params, prune, report
 from .cli_args import (
     add_presets_parser,
     add_recipe_args,
     baselines_arg,
+    check_float_weights,
     cmd_presets,
     dataset_arg,
     fraction_arg,
+    load_weights,
     milestones_arg,
     model_arg,
     override_arg,
@@ -42,7 +42,6 @@ from .data import ENV_ROOT, load_dataset
 from .experiment import make_config_trainer, run_imp
 from .models import INITS
 from .optim import OPTIMIZERS
-from .params import load_tree
 from .ticket import BASELINES
 from .trainer import Weights, train_round
 
@@ -501,24 +500,6 @@ def _cmd_imp(argv: Sequence[str]) -> int:
     return 0
 
 
-def _load_weights(path: str, device: str) -> dict[str, Any]:
-    """A ``{name: tensor}`` dict from safetensors, or a torch.save'd state_dict (weights_only)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"--weights: no such file: {p}")
-    if p.suffix == ".safetensors":
-        return load_tree(p, device=device)
-    try:
-        data = torch.load(p, map_location=device, weights_only=True)
-    except Exception as e:  # torch raises many types for a bad file
-        raise ValueError(
-            f"--weights: {p} is neither a .safetensors file nor a loadable state_dict ({e})"
-        ) from e
-    if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise ValueError(f"--weights: {p} must hold a state_dict (a dict of tensors)")
-    return dict(data)
-
-
 def _cmd_prune(ns: argparse.Namespace) -> int:
     rates = prune.Rates(
         default=ns.rate,
@@ -535,10 +516,11 @@ def _cmd_prune(ns: argparse.Namespace) -> int:
         mask = masks.ones(model)
     masks.check_compatible(mask, theta, "ltfunc prune --mask")
     if ns.weights is not None:
-        loaded = _load_weights(ns.weights, ns.device)
+        loaded = load_weights(ns.weights, ns.device)
         missing = [k for k in mask if k not in loaded]
         if missing:
             raise ValueError(f"--weights: {ns.weights} lacks the parameters {missing} of {ns.model}")
+        check_float_weights(ns.weights, loaded, theta)
         theta = {k: loaded.get(k, v).to(v.dtype) for k, v in theta.items()}
         masks.check_compatible(mask, theta, "ltfunc prune --weights")
     else:
@@ -685,3 +667,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Exception as e:  # torch / torchvision errors: one line, not a traceback
+        if os.environ.get("LTFUNC_DEBUG"):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(
+            f"{PROG}: error: {type(e).__name__}: {first} (set LTFUNC_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 2

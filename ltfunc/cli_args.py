@@ -12,13 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from .config import ImpConfig, is_import_path
 from .data import DATASETS
 from .models import MODELS
+from .params import load_tree
 from .schedules import SCHEDULES
 from .ticket import BASELINES
 
@@ -230,3 +233,29 @@ def cmd_presets(ns: argparse.Namespace) -> int:
     names = list(ns.names) or None
     print(format_presets(names, detail=names is not None))
     return 0
+
+
+def load_weights(path: str, device: str) -> dict[str, Any]:
+    """A ``{name: tensor}`` dict from safetensors, or a torch.save'd state_dict (weights_only)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--weights: no such file: {p}")
+    if p.suffix == ".safetensors":
+        return load_tree(p, device=device)
+    try:
+        data = torch.load(p, map_location=device, weights_only=True)
+    except Exception as e:  # torch raises many types for a bad file
+        raise ValueError(
+            f"--weights: {p} is neither a .safetensors file nor a loadable state_dict ({e})"
+        ) from e
+    if not isinstance(data, Mapping) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise ValueError(f"--weights: {p} must hold a state_dict (a dict of tensors)")
+    return dict(data)
+
+
+def check_float_weights(path: str, weights: Mapping[str, Any], names: Any) -> None:
+    """Magnitude pruning ranks real weights: integer (or bool) tensors would be ranked by index."""
+    bad = [k for k in names if k in weights and not weights[k].is_floating_point()]
+    if bad:
+        kinds = ", ".join(f"{k} ({weights[k].dtype})" for k in bad)
+        raise ValueError(f"--weights: {path} holds non-floating weights {kinds}; pruning needs float weights")

@@ -203,7 +203,7 @@ class ImpConfig:
                 1,
                 n_train - 1,
             )
-        check_int(_FUNC, "seed", self.seed, 0)
+        check_int(_FUNC, "seed", self.seed, 0, 2**63 - 1)
         check_fraction(_FUNC, "rate", self.rate)
         for name in ("conv_rate", "fc_rate", "output_rate"):
             if getattr(self, name) is not None:

@@ -264,6 +264,17 @@ class _Progress:
             self.outer.close()
 
 
+def _check_fits_data(func: str, config: ImpConfig, dataset: Dataset) -> None:
+    """Settings that depend on the data, checked before the run directory is touched."""
+    n_train = int(dataset.train[1].shape[0])
+    if config.batch_size > n_train:
+        raise ValueError(
+            f"{func}: batch_size={config.batch_size} is larger than the {n_train} training examples left "
+            f"after holding out val_size={config.val_size} of {config.dataset}; lower --batch-size or "
+            "--val-size"
+        )
+
+
 def _check_overrides(func: str, config: ImpConfig, mask: Mask) -> None:
     unknown = [k for k in config.overrides if k not in mask]
     if unknown:
@@ -390,6 +401,7 @@ def run_imp(
     with rundir.lock(func, run):
         resuming = mode == "resume"
         dataset = load_config_dataset(config, data_root, download=download, verify=verify)
+        _check_fits_data(func, config, dataset)
         model = config.make_model().to(config.device)
         if resuming and rundir.init_path(run).is_file():
             theta0 = rundir.load_weights(func, rundir.init_path(run), config.device)

@@ -433,3 +433,43 @@ def test_imp_with_a_model_by_path_and_tensorboard(tmp_path: Path, capsys: pytest
     )
     # a rerun resumes (nothing trained, nothing new written) and the sink is closed cleanly
     assert run_cli(args, capsys)[0] == 0
+
+
+def test_prune_refuses_integer_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    weights = {
+        k: (v * 100).to(torch.int64) for k, v in ltfunc.get_params(ltfunc.models.lenet300(seed=0)).items()
+    }
+    torch.save(weights, tmp_path / "w.pt")
+    rc, _, err = run_cli(
+        ["prune", "--weights", str(tmp_path / "w.pt"), "-o", str(tmp_path / "m.safetensors"), "--quiet"],
+        capsys,
+    )
+    assert rc == 2 and "non-floating weights fc1.weight (torch.int64)" in err
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_unexpected_errors_are_one_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import ltfunc.cli as cli
+
+    def boom(_ns: object) -> int:
+        raise RuntimeError("index out of bounds: 0 <= tmp11 < 10L\nmore compiled-code detail")
+
+    monkeypatch.setattr(cli, "_cmd_report", boom)
+    rc, _, err = run_cli(["report", "somewhere"], capsys)
+    assert rc == 2
+    assert err.strip() == (
+        "ltfunc: error: RuntimeError: index out of bounds: 0 <= tmp11 < 10L "
+        "(set LTFUNC_DEBUG=1 for the traceback)"
+    )
+    monkeypatch.setenv("LTFUNC_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        main(["report", "somewhere"])
+
+
+def test_a_seed_beyond_64_bits_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = run_cli(["imp", "--seed", str(2**64), "--quiet"], capsys)
+    assert rc == 2 and "seed must be an int in [0, 9223372036854775807]" in err

@@ -1164,3 +1164,17 @@ def test_load_round_names_a_mask_file_of_another_model(small_run: Path, tmp_path
     (rd / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(ValueError, match=r"reinit/round_1/mask.safetensors does not fit this run's model"):
         load_round(run, "reinit", 1)
+
+
+def test_a_batch_larger_than_the_training_data_is_refused_before_the_directory_is_touched(
+    data_root: Path, tmp_path: Path
+) -> None:
+    cfg = ImpConfig(**{**SMALL, "val_size": 59_990, "batch_size": 60})  # 10 training examples left
+    with pytest.raises(
+        ValueError, match=r"batch_size=60 is larger than the 10 training examples .*val_size=59990"
+    ):
+        run_imp(cfg, tmp_path / "run", data_root=data_root, progress=False)
+    assert (
+        not (tmp_path / "run" / "config.json").exists()
+        and not (tmp_path / "run" / "init.safetensors").exists()
+    )
