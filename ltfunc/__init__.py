@@ -93,6 +93,7 @@ _LAZY = frozenset(
         "loaders",
         "lmc",
         "lottery",
+        "mnist",
         "members",
         "plot",
         "presets",

@@ -226,6 +226,21 @@ def fast_loader(
     return fast or loader
 
 
+def to_device(func: str, inputs: Any, targets: Any, device: torch.device) -> Batch:
+    """``(inputs, targets)`` checked (tensors, one batch size) and moved to ``device``."""
+    if not isinstance(inputs, Tensor) or not isinstance(targets, Tensor):
+        raise TypeError(
+            f"{func}: inputs and targets must be tensors, got {type(inputs).__name__} and "
+            f"{type(targets).__name__}"
+        )
+    if inputs.shape[:1] != targets.shape[:1]:
+        raise ValueError(
+            f"{func}: inputs and targets must have the same batch size, got shapes "
+            f"{tuple(inputs.shape)} and {tuple(targets.shape)}"
+        )
+    return inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+
+
 def unpack_batch(func: str, batch: Any) -> tuple[Any, Any]:
     """``(inputs, targets)`` of a loader's batch."""
     if not isinstance(batch, (tuple, list)) or len(batch) < 2:

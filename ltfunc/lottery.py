@@ -45,6 +45,7 @@ from ._facade import (
     functional_optimizer,
     one_of,
     resolve_device,
+    to_device,
     unpack_batch,
 )
 from ._types import Batch, DeviceLike, LossFn, Params
@@ -547,17 +548,7 @@ class LotteryTicket:
         return self
 
     def _to_device(self, func: str, inputs: Any, targets: Any) -> Batch:
-        if not isinstance(inputs, Tensor) or not isinstance(targets, Tensor):
-            raise TypeError(
-                f"{func}: inputs and targets must be tensors, got {type(inputs).__name__} and "
-                f"{type(targets).__name__}"
-            )
-        if inputs.shape[:1] != targets.shape[:1]:
-            raise ValueError(
-                f"{func}: inputs and targets must have the same batch size, got shapes "
-                f"{tuple(inputs.shape)} and {tuple(targets.shape)}"
-            )
-        return inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+        return to_device(func, inputs, targets, self.device)
 
     def train_on_batch(self, inputs: Tensor, targets: Tensor, *, sync: bool = True) -> BatchResult:
         """One masked training step on ``(inputs, targets)``; the model is updated in place.
