@@ -52,6 +52,11 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+def compile_mode(args: argparse.Namespace) -> bool | str:
+    """The facade's ``compile=``: ``"auto"`` (eager until compiling pays off); ``--no-compile``: False."""
+    return False if args.no_compile else "auto"
+
+
 def add_prune_args(p: argparse.ArgumentParser, prune_itr: int | None) -> None:
     """Options naming a mask: prune percent, mode and (unless ``prune_itr`` is None) the number of
     pruning rounds, ``--prune-itr``, defaulting to ``prune_itr``."""

@@ -12,7 +12,7 @@ Run: ``python examples/get_mask_mnist_itr.py [--prune-itr 4] [--train-itrs 5000]
 from __future__ import annotations
 
 import torch
-from _common import add_prune_args, load_net, masks_file, mnist_loaders, parser, save_masks
+from _common import add_prune_args, compile_mode, load_net, masks_file, mnist_loaders, parser, save_masks
 
 import ltfunc
 from ltfunc import LotteryTicket
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> ltfunc.Mask:
 
     criterion = torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    LT = LotteryTicket(model, args.device, optimizer, criterion, init_weights, compile=not args.no_compile)
+    LT = LotteryTicket(model, args.device, optimizer, criterion, init_weights, compile=compile_mode(args))
 
     masks = LT.get_masks_by_iteration(
         args.prune_itr, 0, args.prune_percent / args.prune_itr, train_loader, args.train_itrs, args.mode

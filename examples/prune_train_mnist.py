@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 import torch
-from _common import add_prune_args, load_net, masks_file, mnist_loaders, parser, require
+from _common import add_prune_args, compile_mode, load_net, masks_file, mnist_loaders, parser, require
 
 import ltfunc
 from ltfunc import LotteryTicket
@@ -85,7 +85,7 @@ def retrain(
     criterion = torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     LT = LotteryTicket(
-        model, args.device, optimizer, criterion, init_weights, masks, compile=not args.no_compile
+        model, args.device, optimizer, criterion, init_weights, masks, compile=compile_mode(args)
     )
     LT.train_init()  # survivors <- init weights, pruned weights <- 0, fresh optimizer state
     print(f"[{tag}] training {what}: {ltfunc.masks.density(LT.masks):.1%} of the prunable weights remain")

@@ -16,7 +16,7 @@ import copy
 import json
 
 import torch
-from _common import mnist_loaders, parser
+from _common import compile_mode, mnist_loaders, parser
 
 import ltfunc
 from ltfunc import LotteryTicket
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> float:
 
     criterion = torch.nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
-    LT = LotteryTicket(model, args.device, optimizer, criterion, compile=not args.no_compile)
+    LT = LotteryTicket(model, args.device, optimizer, criterion, compile=compile_mode(args))
 
     log = (args.out / "log_dense.jsonl").open("w")
     itr_index, test_acc = 1, 0.0
