@@ -246,3 +246,40 @@ def check_mask_fits(
             raise ValueError(
                 f"{func}: {name}[{k!r}] has shape {shape} but params[{k!r}] has shape {want}{hint}"
             )
+
+
+def check_output_path(
+    func: str, name: str, path: Any, *, folder: bool = False, suffix: str | None = None
+) -> Path:
+    """Validate a path to write to, before any work: a file (or with ``folder``, a folder).
+
+    Refuses an existing directory where a file is wanted (an existing non-directory where a
+    folder is wanted), a path below something that is not a directory (``file.txt/x.png``,
+    ``/dev/full/x``), a parent folder this process cannot write to, and (with ``suffix``) a
+    file name with another suffix. Missing parent folders are fine: writers create them.
+
+    Returns:
+        The path as a ``Path``.
+
+    Raises:
+        TypeError: not a ``str`` or path. ValueError: a path that cannot be written (the
+            message names ``func``, ``name`` and the path).
+    """
+    p = check_path(func, name, path)
+    where = f"{func}: {name} {str(p)!r}"
+    if folder:
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"{where} is an existing file, not a folder; give a folder path")
+    else:
+        if p.is_dir():
+            raise ValueError(f"{where} is a directory; give a file path")
+        if suffix is not None and p.suffix.lower() != suffix:
+            raise ValueError(f"{where} must end with {suffix}")
+    parent = p if folder and p.is_dir() else p.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{where} cannot be written: {str(parent)!r} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{where} cannot be written: no write permission in {str(parent)!r}")
+    return p

@@ -23,18 +23,19 @@ from typing import Any
 
 from . import masks, params, prune, report
 from .cli_args import (
+    RUN_KEY_TYPES,
     add_presets_parser,
     add_recipe_args,
     baselines_arg,
     check_float_weights,
+    check_outputs,
     cmd_presets,
+    config_file_values,
     dataset_arg,
     fraction_arg,
     load_weights,
-    milestones_arg,
     model_arg,
     override_arg,
-    read_config_file,
     seeds_arg,
 )
 from .config import ImpConfig, build_model
@@ -48,7 +49,7 @@ from .trainer import Weights, train_round
 __all__ = ["build_parser", "imp_config_from_args", "main"]
 
 PROG = "ltfunc"
-_RUN_KEYS = ("name", "runs_dir", "data_root", "tensorboard", "preset")
+_RUN_KEYS = tuple(RUN_KEY_TYPES)
 """Keys a --config file may hold besides the ImpConfig fields."""
 
 
@@ -368,6 +369,11 @@ def _add_reproduce_parser(sub: Any) -> None:
         action="store_true",
         help="train nothing: write the results of the rounds finished so far (e.g. while runs go on)",
     )
+    rep.add_argument(
+        "--force",
+        action="store_true",
+        help="replace results in --out that hold more finished rounds than the runs in --runs-dir",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,22 +417,7 @@ def imp_config_from_args(argv: Sequence[str]) -> tuple[ImpConfig, dict[str, Any]
         "preset": None,
     }
     if ns.config is not None:
-        data = read_config_file(ns.config)
-        unknown = [k for k in data if k not in fields and k not in _RUN_KEYS]
-        if unknown:
-            raise ValueError(
-                f"--config: {ns.config} has unknown key(s) {unknown}. "
-                f"Supported: {', '.join((*fields, *_RUN_KEYS))}"
-            )
-        for k, v in data.items():
-            (run if k in _RUN_KEYS else values)[k] = v
-        for key in ("baselines", "milestones"):
-            if isinstance(values.get(key), list):
-                values[key] = tuple(values[key])
-        if isinstance(values.get("baselines"), str):
-            values["baselines"] = baselines_arg(values["baselines"])
-        if isinstance(values.get("milestones"), str):
-            values["milestones"] = milestones_arg(values["milestones"])
+        values, run = config_file_values(ns.config, fields, run)
     for k, v in explicit.items():
         if k == "overrides":
             values["overrides"] = {**values.get("overrides", {}), **dict(v)}
@@ -618,6 +609,7 @@ def _cmd_reproduce(ns: argparse.Namespace) -> int:
         progress=not ns.quiet,
         download=_download_flag(ns.download, ns.data_root),
         collect_only=ns.collect_only,
+        force=ns.force,
     )
     print(report.format_table([{**r, "n": r["n_seeds"]} for r in result.rows]))
     state = (
@@ -647,6 +639,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     ns = build_parser().parse_args(args)
     try:
+        check_outputs(ns)
         if ns.command == "imp":
             return _cmd_imp(args)
         if ns.command == "prune":

@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ._checks import check_output_path
 from .config import ImpConfig, is_import_path
 from .data import DATASETS
 from .models import MODELS
@@ -29,7 +30,9 @@ __all__ = [
     "add_presets_parser",
     "add_recipe_args",
     "baselines_arg",
+    "check_outputs",
     "cmd_presets",
+    "config_file_values",
     "dataset_arg",
     "fraction_arg",
     "json_object_arg",
@@ -108,6 +111,82 @@ def read_config_file(path: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"--config: {p} must hold a table/object of options, got {type(data).__name__}")
     return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def check_outputs(ns: argparse.Namespace) -> None:
+    """Refuse an output path of a parsed command that cannot be written, before any work.
+
+    Raises:
+        ValueError: naming the option and the path (a directory where a file is wanted, a
+            path under a file, a parent folder without write permission).
+    """
+    func = f"ltfunc {ns.command}"
+    if ns.command == "prune":
+        check_output_path(func, "-o/--output", ns.output)
+        if ns.save_weights:
+            check_output_path(func, "--save-weights", ns.save_weights)
+    elif ns.command == "report" and ns.csv:
+        check_output_path(func, "--csv", ns.csv)
+    elif ns.command == "plot":
+        check_output_path(func, "-o/--output", ns.output, suffix=".png")
+    elif ns.command == "reproduce" and ns.out is not None:
+        check_output_path(func, "--out", ns.out, folder=True)
+
+
+RUN_KEY_TYPES = {
+    "name": "a string (the run directory name) or null (the config hash)",
+    "runs_dir": "a string (a folder path)",
+    "data_root": "a string (a folder path) or null",
+    "tensorboard": "a string (a folder path) or null",
+    "preset": "a string (a name from `ltfunc presets`) or null",
+}
+"""The run options (not ImpConfig fields) a --config file may give, and what each may be."""
+
+
+def config_file_values(
+    path: str, fields: Sequence[str], run: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ImpConfig values and run options (``name``, ``runs_dir``, ...) of a ``--config`` file.
+
+    Args:
+        path: The file (TOML or JSON, see :func:`read_config_file`).
+        fields: The ImpConfig field names.
+        run: The run options' defaults (keys: those of ``RUN_KEY_TYPES``); updated in place.
+
+    Returns:
+        ``(values, run)``.
+
+    Raises:
+        ValueError: Unknown keys, or a value of the wrong type or not allowed (one line naming
+            the key and what is allowed).
+    """
+    data = read_config_file(path)
+    unknown = [k for k in data if k not in fields and k not in RUN_KEY_TYPES]
+    if unknown:
+        raise ValueError(
+            f"--config: {path} has unknown key(s) {unknown}. "
+            f"Supported: {', '.join((*fields, *RUN_KEY_TYPES))}"
+        )
+    values: dict[str, Any] = {}
+    for k, v in data.items():
+        if k in RUN_KEY_TYPES:
+            optional = k != "runs_dir"
+            if not (isinstance(v, str) and v) and not (optional and v is None):
+                raise ValueError(
+                    f"--config: {path}: {k} must be {RUN_KEY_TYPES[k]}, got {type(v).__name__} {v!r}"
+                )
+            run[k] = v
+        else:
+            values[k] = v
+    for key, parse in (("baselines", baselines_arg), ("milestones", milestones_arg)):
+        if isinstance(values.get(key), list):
+            values[key] = tuple(values[key])
+        elif isinstance(values.get(key), str):
+            try:
+                values[key] = parse(values[key])
+            except argparse.ArgumentTypeError as e:
+                raise ValueError(f"--config: {path}: {key}: {e}") from None
+    return values, run
 
 
 def _name_or_path(kind: str, names: Callable[[], tuple[str, ...]]) -> Callable[[str], str]:

@@ -254,7 +254,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], write: Any) -> None:
         write: ``write(tmp_path: str)`` writes the complete file at ``tmp_path``.
 
     Raises:
-        Whatever ``write`` raises; the temporary file is removed and ``path`` is untouched.
+        OSError: The file could not be written (the message names ``path``, not the
+            temporary file); the temporary file is removed and ``path`` is untouched.
+        Whatever else ``write`` raises, likewise.
 
     Example:
         >>> import pathlib, tempfile
@@ -264,16 +266,24 @@ def atomic_write_bytes(path: str | os.PathLike[str], write: Any) -> None:
         ('hi', ['a.txt'])
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(str(tmp))
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        reason = e.strerror or str(e)
+        if e.errno is None:
+            raise OSError(f"cannot write {str(path)!r}: {reason}") from e
+        raise OSError(e.errno, f"cannot write {str(path)!r}: {reason}") from e
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        try:
+            if tmp.is_file():
+                tmp.unlink()
+        except OSError:
+            pass
 
 
 def save_tree(

@@ -473,3 +473,60 @@ def test_unexpected_errors_are_one_line_not_a_traceback(
 def test_a_seed_beyond_64_bits_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     rc, _, err = run_cli(["imp", "--seed", str(2**64), "--quiet"], capsys)
     assert rc == 2 and "seed must be an int in [0, 9223372036854775807]" in err
+
+
+def test_unwritable_output_paths_name_the_option_and_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from synthetic_runs import make_run
+
+    run = make_run(tmp_path / "run")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    afile = tmp_path / "file.txt"
+    afile.write_text("x")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    cases = [
+        (["prune", "--weights", str(afile), "-o", str(folder)], "-o/--output", folder),
+        (["report", str(run), "--csv", str(folder)], "--csv", folder),
+        (["report", str(run), "--csv", str(afile / "x.csv")], "--csv", afile / "x.csv"),
+        (["plot", str(run), "-o", str(folder / "..")], "-o/--output", folder / ".."),
+        (["plot", str(run), "-o", str(afile / "x.png")], "-o/--output", afile / "x.png"),
+        (["reproduce", "lenet-mnist", "--collect-only", "--out", str(afile)], "--out", afile),
+    ]
+    for args, option, path in cases:
+        rc, out, err = run_cli(args, capsys)
+        assert rc == 2, args
+        assert out == ""
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("ltfunc: error:"), err
+        assert option in err and str(path) in err, err
+        assert ".tmp-" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert list(folder.iterdir()) == [] and afile.read_text() == "x"
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ({"baselines": "reinit,bogus"}, "baselines: unknown baseline(s) bogus. Supported: reinit"),
+        ({"milestones": "a,b"}, "milestones: expected comma-separated iterations"),
+        ({"name": 5}, "name must be a string (the run directory name) or null"),
+        ({"runs_dir": ["a"]}, "runs_dir must be a string (a folder path), got list"),
+        ({"data_root": 3}, "data_root must be a string (a folder path) or null, got int 3"),
+        ({"tensorboard": 1}, "tensorboard must be a string (a folder path) or null"),
+        ({"preset": 3}, "preset must be a string (a name from `ltfunc presets`) or null"),
+    ],
+)
+def test_config_file_values_of_the_wrong_type_name_the_key(
+    entry: dict[str, object], expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(entry))
+    runs = tmp_path / "runs"
+    rc, out, err = run_cli(["imp", "--config", str(cfg), "--runs-dir", str(runs), "--quiet"], capsys)
+    assert rc == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"ltfunc: error: --config: {cfg}: "), err
+    assert expected in lines[0], err
+    assert not runs.exists()

@@ -306,3 +306,18 @@ def test_save_tree_refuses_the_reserved_metadata_key(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"ltfunc\.order"):
         ltfunc.save_tree({"w": torch.ones(2)}, path, metadata={"ltfunc.order": "[]"})
     assert not path.exists()
+
+
+def test_atomic_write_errors_name_the_destination_not_the_temp_file(tmp_path: Path) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError, match="cannot write") as info:
+        ltfunc.params.atomic_write_bytes(folder, lambda tmp: Path(tmp).write_text("hi"))
+    assert str(folder) in str(info.value) and ".tmp-" not in str(info.value)
+    afile = tmp_path / "file.txt"
+    afile.write_text("x")
+    with pytest.raises(OSError, match="cannot write") as info2:
+        ltfunc.params.atomic_write_bytes(afile / "x.bin", lambda tmp: Path(tmp).write_text("hi"))
+    assert str(afile / "x.bin") in str(info2.value) and ".tmp-" not in str(info2.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "folder"]
+    assert list(folder.iterdir()) == [] and afile.read_text() == "x"

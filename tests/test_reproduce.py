@@ -514,3 +514,30 @@ def test_conv2_table_is_labelled_accuracy_after_600_iterations() -> None:
     assert "pattern shows clearly" not in text
     lenet = committed("lenet-mnist")[2]
     assert "| ticket acc % | random reinit acc % |" in lenet and "5933 ± 2359" in lenet  # early-stop std
+
+
+def test_collect_only_with_a_wrong_runs_dir_keeps_complete_results(
+    study: dict[str, Path], data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(study["out"], out)
+    (out / "notes.txt").write_text("mine")  # not a study output: always kept
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert {"accuracy.png", "curves_ticket.png", "results.md"} <= set(before)
+    assert "**Status: complete**" in (out / "results.md").read_text()
+    empty = tmp_path / "elsewhere"
+
+    # the wrong --runs-dir: refused, one line naming --force, nothing replaced
+    args = reproduce_args(empty, out, data_root, "--seeds", "0,1", "--collect-only", "--quiet")
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--force" in err[0] and str(out) in err[0], err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+    # with --force: one consistent (partial) set, the old figures gone, other files kept
+    assert main([*args, "--force"]) == 0
+    capsys.readouterr()
+    names = {p.name for p in out.iterdir()}
+    assert names == {"rounds.csv", "runs.csv", "results.md", "notes.txt"}, names
+    assert "PARTIAL" in (out / "results.md").read_text()
+    assert (out / "notes.txt").read_text() == "mine"

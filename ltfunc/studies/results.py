@@ -9,9 +9,12 @@ Every file is written atomically.
 
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import math
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -115,7 +118,85 @@ def _acc_words(rows: Sequence[Mapping[str, Any]], iterations: int) -> str:
 # writing
 
 
+_OUTPUT_PATTERNS = ("rounds.csv", "runs.csv", "accuracy.png", "early_stop.png", "curves_*.png", "results.md")
+"""The files a study writes into its output folder (stale ones are removed on every write)."""
+
+
+def _previous_runs(out_dir: Path) -> int:
+    """The number of (seed, condition, round) rows in an existing ``out_dir/runs.csv`` (0: none)."""
+    path = out_dir / "runs.csv"
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            return sum(1 for _ in csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return 0
+
+
+def _check_no_regression(func: str, out_dir: Path, runs: Path, finished: int, force: bool) -> None:
+    """Refuse to replace results of more finished rounds with fewer, unless ``force``."""
+    previous = _previous_runs(out_dir)
+    if finished < previous and not force:
+        raise ValueError(
+            f"{func}: out {str(out_dir)!r} holds results of {previous} finished rounds but the runs "
+            f"in {str(runs)!r} have only {finished}; wrong runs_dir (--runs-dir)? Pass force=True "
+            "(--force) to replace them, or choose another out (--out)"
+        )
+
+
 def _write_results(
+    s: Study,
+    states: Sequence[_SeedState],
+    rows: Sequence[Mapping[str, Any]],
+    run_rows: Sequence[Mapping[str, Any]],
+    out_dir: Path,
+    *,
+    command: str,
+    all_seeds: Sequence[int],
+    overrides: Mapping[str, int],
+    finished: int,
+    expected: int,
+) -> tuple[Path, ...]:
+    """Write ``rounds.csv``, ``runs.csv``, the figures and ``results.md`` (last) into ``out_dir``.
+
+    The files are written into a temporary folder inside ``out_dir`` first, then moved into
+    place (``results.md`` last); the study's files of an earlier write that this one does not
+    produce (figures of a condition without finished rounds now) are removed, so ``out_dir``
+    holds one consistent set. Other files in ``out_dir`` are left alone.
+
+    Args: as for :func:`_write_files`.
+
+    Returns:
+        The files written, ``results.md`` last.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".results-tmp-", dir=out_dir))
+    try:
+        staged = _write_files(
+            s,
+            states,
+            rows,
+            run_rows,
+            stage,
+            command=command,
+            all_seeds=all_seeds,
+            overrides=overrides,
+            finished=finished,
+            expected=expected,
+        )
+        names = {p.name for p in staged}
+        for p in staged[:-1]:
+            os.replace(p, out_dir / p.name)
+        for pattern in _OUTPUT_PATTERNS:
+            for old in out_dir.glob(pattern):
+                if old.name not in names and old.is_file():
+                    old.unlink()
+        os.replace(staged[-1], out_dir / staged[-1].name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return tuple(out_dir / p.name for p in staged)
+
+
+def _write_files(
     s: Study,
     states: Sequence[_SeedState],
     rows: Sequence[Mapping[str, Any]],

@@ -26,7 +26,7 @@ from .registry import (
     run_name,
     study_configs,
 )
-from .results import _write_results
+from .results import _check_no_regression, _write_results
 from .state import _found_seeds, _holds, _seed_states
 
 __all__ = ["CollectResult", "collect", "reproduce", "run_study"]
@@ -168,13 +168,16 @@ def collect(
     runs_dir: PathLike = "runs",
     out: PathLike | None = None,
     overrides: Mapping[str, int] | None = None,
+    force: bool = False,
 ) -> CollectResult:
     """Write the CSVs, figures and ``results.md`` of a study from its finished rounds.
 
     Reads ``RUNS_DIR/<prefix>-seed<k>`` for the requested seeds and any other seed of the same
     prefix found there. Seeds not started yet and unfinished rounds are listed as such and the
-    results are labelled *partial* until every seed finished every round. Every file is
-    written atomically; ``results.md`` is written last.
+    results are labelled *partial* until every seed finished every round. The files are
+    written as one set (into a temporary folder, then moved into place, ``results.md`` last;
+    figures an earlier write left and this one does not make are removed). Results in ``out``
+    of more finished rounds than ``runs_dir`` holds now are not replaced unless ``force``.
 
     Args:
         study: A name of :data:`STUDIES` or a :class:`Study`.
@@ -182,13 +185,15 @@ def collect(
         runs_dir: Parent folder of the run directories.
         out: Output folder (default ``docs/results/<prefix>``).
         overrides: The overrides the runs were made with (selects ``<prefix>``).
+        force: Replace results in ``out`` even where they hold more finished rounds.
 
     Returns:
         :class:`CollectResult`.
 
     Raises:
         ValueError: Unknown study, bad seeds or overrides, a run directory of this prefix
-            that holds another config, or a corrupt summary file (named).
+            that holds another config, a corrupt summary file (named), or results in ``out``
+            of more finished rounds than the runs have (without ``force``).
         TypeError: Arguments of the wrong type.
 
     Example:
@@ -201,6 +206,7 @@ def collect(
     """
     func = "collect"
     s = get_study(study)
+    check_bool(func, "force", force)
     runs = _check_path(func, "runs_dir", runs_dir)
     requested = s.seeds if seeds is None else _check_seeds(func, seeds)
     ovr = _changed_overrides(s, _check_overrides(func, overrides))
@@ -235,6 +241,7 @@ def collect(
         for a in agg
         if (a["condition"], a["round"]) in seeds_of
     ]
+    _check_no_regression(func, out_dir, runs, len(run_rows), force)
     return CollectResult(
         out_dir,
         _write_results(
@@ -273,6 +280,7 @@ def reproduce(
     progress: bool = True,
     download: bool | None = None,
     collect_only: bool = False,
+    force: bool = False,
 ) -> CollectResult:
     """Run (resumably) every seed of a study, then :func:`collect` its results (``ltfunc reproduce``).
 
@@ -289,6 +297,8 @@ def reproduce(
         progress: Progress bars and a line per seed on stderr.
         download: Passed to :func:`ltfunc.run_imp`.
         collect_only: Train nothing; collect whatever rounds have finished.
+        force: Replace results in ``out`` of more finished rounds than the runs have
+            (see :func:`collect`).
 
     Returns:
         :class:`CollectResult`.
@@ -310,6 +320,7 @@ def reproduce(
     func = "reproduce"
     s = get_study(study)
     check_bool(func, "collect_only", collect_only)
+    check_bool(func, "force", force)
     ovr = _check_overrides(func, overrides)
     chosen = s.seeds if seeds is None else _check_seeds(func, seeds)
     study_configs(s, chosen, overrides=ovr, device=device, compile=compile)  # validate before any work
@@ -325,4 +336,4 @@ def reproduce(
             progress=progress,
             download=download,
         )
-    return collect(s, chosen, runs_dir=runs_dir, out=out, overrides=ovr)
+    return collect(s, chosen, runs_dir=runs_dir, out=out, overrides=ovr, force=force)
