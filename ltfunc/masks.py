@@ -638,3 +638,9 @@ def load(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Ma
     if meta.get("ltfunc.kind", "mask") != "mask":
         raise ValueError(f"load: {path} holds {meta.get('ltfunc.kind')!r}, not a mask")
     return Mask(tree)
+
+
+def _record(mask: Mask) -> dict[str, Any]:
+    """What a run's ``summary.json`` keeps about its round's mask: checksum and counts."""
+    total = _counts(mask)["__all__"]
+    return {"mask_sha256": _digest(mask), "mask_kept": total.kept, "mask_total": total.total}

@@ -400,3 +400,11 @@ def load_tree(path: str | os.PathLike[str], device: str | torch.device = "cpu") 
     if not isinstance(order, list) or set(order) != set(tensors) or len(order) != len(tensors):
         raise ValueError(f"load_tree: {file} has inconsistent key metadata")
     return {k: tensors[k] if dev.type == "cpu" else tensors[k].to(dev) for k in order}
+
+
+def tree_shapes(path: str | os.PathLike[str]) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the tensors in a safetensors file, read from its header only."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}

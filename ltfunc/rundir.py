@@ -48,7 +48,7 @@ from . import masks as _masks
 from ._checks import check_choice, check_int
 from ._lock import LOCK_FILE, _lock_holder, lock  # noqa: F401 (re-exported)
 from .config import ImpConfig, config_diff
-from .params import atomic_write_bytes, load_tree, read_metadata, save_tree
+from .params import atomic_write_bytes, load_tree, read_metadata, save_tree, tree_shapes
 from .ticket import CONDITIONS, RoundResult
 from .trainer import Weights
 
@@ -594,7 +594,7 @@ def save_round(
     """Write a trained round's files, ``summary.json`` last, and refresh ``summary.csv``."""
     rd = round_dir(run_dir, result.condition, result.round)
     _masks.save(result.mask, rd / "mask.safetensors")
-    summary = {**summary, **_mask_record(result.mask)}
+    summary = {**summary, **_masks._record(result.mask)}
     save_weights(result.start, rd / "rewind.safetensors")
     save_weights(result.final, rd / "final.safetensors")
     if result.rewind_point is not None and rewind:
@@ -602,12 +602,6 @@ def save_round(
     log.finish()
     write_json(rd / "summary.json", dict(summary))
     write_summary_csv(run_dir)
-
-
-def _mask_record(mask: _masks.Mask) -> dict[str, Any]:
-    """The fields ``summary.json`` keeps about its round's mask (checked by :func:`load_round`)."""
-    total = _masks.counts(mask)["__all__"]
-    return {"mask_sha256": _masks._digest(mask), "mask_kept": total.kept, "mask_total": total.total}
 
 
 def _check_round_mask(func: str, path: Path, mask: _masks.Mask, summary: Path, run_dir: Path) -> None:
@@ -632,21 +626,13 @@ def _check_round_mask(func: str, path: Path, mask: _masks.Mask, summary: Path, r
             )
     init = init_path(run_dir)
     if init.is_file():
-        shapes = _tree_shapes(init)
+        shapes = tree_shapes(init)
         bad = [k for k, v in mask.items() if shapes.get(k) != tuple(v.shape)]
         if bad:
             raise ValueError(
                 f"{func}: {path} does not fit this run's model (θ0 in {init}): "
                 + ", ".join(f"{k} {tuple(mask[k].shape)} vs {shapes.get(k, 'missing')}" for k in bad[:5])
             )
-
-
-def _tree_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    """Names and shapes in a safetensors file, read from its header only."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
 
 
 def write_summary_csv(run_dir: Path) -> None:
