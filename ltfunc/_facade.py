@@ -317,6 +317,7 @@ class Engine:
 
     def _masked(self, mask: Mask) -> list[tuple[Tensor, Tensor]]:
         """``(parameter, float mask)`` pairs; a new mask prunes the module's weights once."""
+        _masks._check_unmodified("LotteryTicket", mask)  # a cached mask edited in place is refused
         if self._module_mask is None or self._module_mask[0] is not mask:
             own = dict(self.model.named_parameters())
             pairs: list[tuple[Tensor, Tensor]] = [(own[n], m.to(own[n].dtype)) for n, m in mask.items()]

@@ -231,3 +231,16 @@ def test_facade_refuses_labels_outside_the_model_outputs() -> None:
     with pytest.raises(ValueError, match=r"targets lie in \[-1"):
         lt.train_all([(x, torch.full((8,), -1))], train_itrs=1)
     lt.train_on_batch(x, y)  # in range: trains
+
+
+def test_facade_refuses_a_mask_edited_in_place_in_every_mode() -> None:
+    """Module mode (compile="auto") and the functional step both refuse an edited cached mask."""
+    for mode in ("auto", False):
+        model = ltfunc.models.lenet300(seed=0)
+        LT = ltfunc.LotteryTicket(model, "cpu", compile=mode)  # type: ignore[arg-type]
+        LT.set_masks(LT.get_masks_by_single_shot(0.0, 0.5, "layer")).train()
+        x, y = torch.randn(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+        LT.train_on_batch(x, y)  # the mask is cached now
+        LT.masks["fc1.weight"][:] = False
+        with pytest.raises(ValueError, match=r"Mask was modified in place \(mask\['fc1.weight'\]\)"):
+            LT.train_on_batch(x, y)
