@@ -408,6 +408,8 @@ def run_imp(
         else:
             theta0 = Weights.of(model)
         _check_overrides(func, config, ones(model))
+        if resuming:  # every finished round's summary.json is read now, not when training reaches it
+            rundir.summary_rows(func, run)
         done = 0  # ticket rounds 0 .. done-1 are finished
         while resuming and done <= config.rounds and rundir.is_finished(run, "ticket", done):
             done += 1

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 import signal
 import socket
@@ -1178,3 +1179,19 @@ def test_a_batch_larger_than_the_training_data_is_refused_before_the_directory_i
         not (tmp_path / "run" / "config.json").exists()
         and not (tmp_path / "run" / "init.safetensors").exists()
     )
+
+
+def test_a_corrupt_summary_of_an_early_round_is_named_before_any_training(
+    small_run: Path, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    for condition in ("ticket", "reinit", "random_prune"):  # round 3 is to be redone
+        shutil.rmtree(round_dir(run, condition, 3))
+    bad = round_dir(run, "reinit", 1) / "summary.json"
+    bad.write_text('{"round": 1, "density"')
+    trained: list[str] = []
+    monkeypatch.setattr(ltfunc.ticket, "_train_round", lambda *a, **k: trained.append("x"))
+    with pytest.raises(ValueError, match=rf"{re.escape(str(bad))} is corrupt"):
+        run_imp(ImpConfig(**SMALL), run, data_root=data_root, progress=False)
+    assert trained == []  # nothing was trained before the corrupt file was reported
