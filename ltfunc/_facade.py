@@ -285,7 +285,9 @@ class Engine:
         owners = dict(model.named_modules())
         # (module, attribute) of every parameter, in the step's order: cheap to re-read each step
         self._param_slots = [(owners[n.rpartition(".")[0]], n.rpartition(".")[2]) for n in names]
-        self._buffer_names = [n for n, _ in model.named_buffers()]
+        self._buffer_slots = {
+            n: (owners[n.rpartition(".")[0]], n.rpartition(".")[2]) for n, _ in model.named_buffers()
+        }
 
     # steps --------------------------------------------------------------------------------
     def step(self, compiled: bool) -> TrainStep:
@@ -445,8 +447,8 @@ class Engine:
         with torch.no_grad():
             torch._foreach_copy_(targets, list(views.values()))
             if state.buffers:
-                own = dict(self.model.named_buffers())
-                torch._foreach_copy_([own[n] for n in state.buffers], list(state.buffers.values()))
+                own = [getattr(*self._buffer_slots[n]) for n in state.buffers]
+                torch._foreach_copy_(own, list(state.buffers.values()))
         self._flat = state._replace(buffers={})  # the module holds the buffers now
         self._synced = self._signature()
 

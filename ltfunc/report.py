@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from . import rundir
+from .config import BOOKKEEPING
 from .params import atomic_write_bytes
 from .ticket import CONDITIONS
 
@@ -63,9 +64,7 @@ AGGREGATE_FIELDS: tuple[str, ...] = (
 )
 """Columns of the default :func:`aggregate` rows, in order."""
 
-_NON_STUDY_KEYS = frozenset(
-    {"name", "config_hash", "ltfunc_version", "format_version", "device", "compile", "data_root"}
-)
+_NON_STUDY_KEYS = frozenset({"name", "device", "compile", "data_root", *BOOKKEEPING})
 
 
 # --------------------------------------------------------------------------------------------
