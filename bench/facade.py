@@ -86,15 +86,26 @@ def make_pair(mask_fraction: float = 0.8) -> tuple[SeedStyleLotteryTicket, ltfun
 
 
 def windows(
-    variants: dict[str, Callable[[], None]], n_windows: int, per_window: int
+    variants: dict[str, Callable[[], None]],
+    n_windows: int,
+    per_window: int,
+    sync: Callable[[], None] | None = None,
 ) -> dict[str, list[float]]:
-    """µs per iteration of each variant, over ``n_windows`` interleaved windows of ``per_window``."""
+    """µs per iteration of each variant, over ``n_windows`` interleaved windows of ``per_window``.
+
+    ``sync`` (e.g. ``torch.cuda.synchronize``) runs before each window's clock starts and stops,
+    so queued device work is counted in its window.
+    """
     times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(n_windows):
         for name, run in variants.items():
+            if sync is not None:
+                sync()
             t = time.perf_counter()
             for _ in range(per_window):
                 run()
+            if sync is not None:
+                sync()
             times[name].append((time.perf_counter() - t) / per_window * 1e6)
     return times
 

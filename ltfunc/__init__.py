@@ -26,6 +26,7 @@ from .loaders import preload
 from .lottery import LotteryTicket
 from .masks import Mask
 from .optim import Optimizer
+from .parallel import run_many
 from .params import call, get_buffers, get_params, load_into, load_tree, save_tree, snapshot, tree_equal
 from .prune import Rates
 from .rundir import load_round
@@ -75,6 +76,7 @@ __all__ = [
     "prune",
     "reset_to",
     "run_imp",
+    "run_many",
     "save_tree",
     "snapshot",
     "train_round",
@@ -87,6 +89,8 @@ _LAZY = frozenset(
         "config",
         "evaluation",
         "experiment",
+        "export",
+        "instability",
         "interop",
         "augment",
         "cifar",
@@ -95,14 +99,19 @@ _LAZY = frozenset(
         "lottery",
         "mnist",
         "members",
+        "members_train",
+        "parallel",
+        "structured",
         "plot",
         "presets",
         "report",
         "rundir",
         "schedules",
+        "sparse_step",
         "stacking",
         "step",
         "studies",
+        "sweep",
         "ticket",
         "train",
         "trainer",

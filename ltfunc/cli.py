@@ -21,28 +21,36 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import masks, params, prune, report
+from . import distributed, masks, params, prune, report
+from ._export_cli import add_export_parser, cmd_export
 from .cli_args import (
     RUN_KEY_TYPES,
+    add_dist_args,
+    add_parallel_args,
     add_presets_parser,
     add_recipe_args,
+    add_structure_arg,
     baselines_arg,
     check_float_weights,
     check_outputs,
     cmd_presets,
     config_file_values,
     dataset_arg,
+    download_flag,
     fraction_arg,
     load_weights,
     model_arg,
     override_arg,
-    seeds_arg,
 )
 from .config import ImpConfig, build_model
-from .data import ENV_ROOT, load_dataset
+from .data import load_dataset
 from .experiment import make_config_trainer, run_imp
+from .instability import add_instability_parser, cmd_instability, cmd_overlap
 from .models import INITS
 from .optim import OPTIMIZERS
+from .parallel import run_many
+from .studies.cli import add_reproduce_parser, cmd_reproduce
+from .sweep_cli import add_sweep_parser, sweep_command
 from .ticket import BASELINES
 from .trainer import Weights, train_round
 
@@ -93,6 +101,7 @@ def _add_rate_args(p: argparse.ArgumentParser, d: Any) -> None:
         default=d(cfg["scope"].default),
         help="prune each layer by its rate, or with one threshold across the layers of a group",
     )
+    add_structure_arg(p, d)
 
 
 def _add_train_args(p: argparse.ArgumentParser, d: Any) -> None:
@@ -251,6 +260,7 @@ def build_parser(*, explicit_only: bool = False) -> argparse.ArgumentParser:
         default=d(",".join(BASELINES)),
         help="comma-separated baselines to train beside the ticket (reinit, random_prune), or none",
     )
+    add_parallel_args(imp, d)
     imp.add_argument("--runs-dir", default=d("runs"), help="parent folder of run directories")
     imp.add_argument("--name", default=d(None), help="run directory name (None: the config hash)")
     imp.add_argument(
@@ -259,6 +269,7 @@ def build_parser(*, explicit_only: bool = False) -> argparse.ArgumentParser:
         default=d(False),
         help="delete an existing run in the directory (e.g. with another config) and start over",
     )
+    add_dist_args(imp, d)
 
     prune = sub.add_parser(
         "prune",
@@ -297,6 +308,7 @@ def build_parser(*, explicit_only: bool = False) -> argparse.ArgumentParser:
     )
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories")
     report.add_argument("--csv", default=None, metavar="FILE", help="also write the rows to this CSV file")
+    report.add_argument("--overlap", action="store_true", help="print the tickets' mask overlap (Jaccard)")
 
     plot = sub.add_parser(
         "plot",
@@ -310,70 +322,12 @@ def build_parser(*, explicit_only: bool = False) -> argparse.ArgumentParser:
         "--metric", default="test_accuracy_at_early_stop", help="per-round metric of summary.json to plot"
     )
     plot.add_argument("--title", default=None, help="figure title")
-    _add_reproduce_parser(sub)
+    add_reproduce_parser(sub, _HelpFormatter)
     add_presets_parser(sub, _HelpFormatter)
+    add_export_parser(sub, _HelpFormatter)
+    add_sweep_parser(sub, _HelpFormatter)
+    add_instability_parser(sub, _HelpFormatter)
     return parser
-
-
-def _add_reproduce_parser(sub: Any) -> None:
-    from .studies import STUDIES
-
-    rep = sub.add_parser(
-        "reproduce",
-        help="reproduce a lottery-ticket study of the paper (resumable) and write its results",
-        description=(
-            "Run every seed of STUDY in turn into RUNS_DIR/<prefix>-seed<k> (resumable: run the same\n"
-            "command again after an interruption), then write OUT/rounds.csv, runs.csv, the figures\n"
-            "and results.md (with the deviations from the paper and whether the results are partial).\n"
-            "<prefix> is STUDY, with the overridden settings appended. Studies: "
-            + ", ".join(f"{k} ({v.title})" for k, v in STUDIES.items())
-        ),
-        formatter_class=_HelpFormatter,
-    )
-    rep.add_argument("study", metavar="STUDY", help=f"the study: {', '.join(STUDIES)}")
-    rep.add_argument(
-        "--seeds", type=seeds_arg, default=None, help="comma-separated seeds (None: the study's, e.g. 0,1,2)"
-    )
-    rep.add_argument("--runs-dir", default="runs", help="parent folder of the run directories")
-    rep.add_argument("--out", default=None, help="output folder (None: docs/results/<prefix>)")
-    rep.add_argument(
-        "--data-root",
-        default=None,
-        help="folder holding mnist/ and fashion-mnist/ in torchvision layout "
-        "(None: $LTFUNC_DATA_ROOT, else ~/.cache/ltfunc/data, downloading there if missing)",
-    )
-    rep.add_argument("--download", action="store_true", help="download the dataset if it is missing")
-    for name, what in (
-        ("iterations", "training iterations per round"),
-        ("rounds", "pruning rounds"),
-        ("eval_every", "evaluation interval in iterations"),
-        ("val_size", "training examples held out for validation"),
-    ):
-        rep.add_argument(
-            f"--{name.replace('_', '-')}",
-            type=int,
-            default=None,
-            help=f"override the study's {what} (None: the study's); recorded as a deviation",
-        )
-    rep.add_argument("--device", default=None, help="device to train on (None: cpu)")
-    rep.add_argument(
-        "--no-compile",
-        dest="compile",
-        action="store_false",
-        default=None,
-        help="run the training step eagerly instead of torch.compile'ing it once",
-    )
-    rep.add_argument("--quiet", action="store_true", help="no progress bars")
-    rep.add_argument(
-        "--collect-only",
-        action="store_true",
-        help="train nothing: write the results of the rounds finished so far (e.g. while runs go on)",
-    )
-    rep.add_argument(
-        "--force",
-        action="store_true",
-        help="replace results in --out that hold more finished rounds than the runs in --runs-dir",
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,6 +369,7 @@ def imp_config_from_args(argv: Sequence[str]) -> tuple[ImpConfig, dict[str, Any]
         "data_root": None,
         "tensorboard": None,
         "preset": None,
+        "seeds": None,
     }
     if ns.config is not None:
         values, run = config_file_values(ns.config, fields, run)
@@ -432,14 +387,26 @@ def imp_config_from_args(argv: Sequence[str]) -> tuple[ImpConfig, dict[str, Any]
     else:
         config = ImpConfig(**values)
     name = run["name"] or config.config_hash()
+    runs = [(config, Path(run["runs_dir"]) / name)]
+    if run.get("seeds") is not None:
+        if "seed" in values:
+            raise ValueError("ltfunc imp: give --seed or --seeds (seeds in --config), not both")
+        configs = [dataclasses.replace(config, seed=s) for s in run["seeds"]]
+        root = Path(run["runs_dir"])
+        runs = [(c, root / f"{run['name'] or c.config_hash()}-seed{c.seed}") for c in configs]
     options = {
-        "run_dir": Path(run["runs_dir"]) / name,
+        "runs": runs,
+        "parallel": ns.parallel,
+        "workers": ns.workers,
+        "run_dir": runs[0][1],
         "data_root": run["data_root"],
         "download": ns.download,
         "verify": ns.verify,
         "force": ns.force,
         "quiet": ns.quiet,
         "tensorboard": None if run["tensorboard"] is None else Path(run["tensorboard"]) / name,
+        "dist_timeout": ns.dist_timeout,
+        "dist_backend": ns.dist_backend,
     }
     return config, options
 
@@ -448,45 +415,66 @@ def imp_config_from_args(argv: Sequence[str]) -> tuple[ImpConfig, dict[str, Any]
 # commands
 
 
-def _download_flag(requested: bool, data_root: Any) -> bool | None:
-    """``True`` when asked; ``None`` (download if missing) for the default folder; else ``False``."""
-    if requested:
-        return True
-    return None if data_root is None and not os.environ.get(ENV_ROOT) else False
-
-
 def _cmd_imp(argv: Sequence[str]) -> int:
     from .plot import plot_runs
 
     config, opts = imp_config_from_args(argv)
-    run_dir = opts["run_dir"]
+    parallel = distributed.join_torchrun(config, backend=opts["dist_backend"], timeout=opts["dist_timeout"])
+    lead = parallel is None or parallel.lead  # rank 0 writes and prints; the others are quiet
+    opts["quiet"] = opts["quiet"] or not lead
+    runs: list[tuple[Any, Path]] = opts["runs"]
     if not opts["quiet"]:
-        print(f"ltfunc imp: run directory {run_dir}", file=sys.stderr)
-    sink = None
-    if opts["tensorboard"] is not None:
+        for _, run_dir in runs:
+            print(f"ltfunc imp: run directory {run_dir}", file=sys.stderr)
+    sinks = []
+    if opts["tensorboard"] is not None and lead:
         from .experiment import TensorBoardSink
 
-        sink = TensorBoardSink(opts["tensorboard"], config)
-        if not opts["quiet"]:
-            print(f"ltfunc imp: TensorBoard event files in {opts['tensorboard']}", file=sys.stderr)
+        for c, run_dir in runs:
+            folder = opts["tensorboard"] if len(runs) == 1 else opts["tensorboard"].parent / run_dir.name
+            sinks.append(TensorBoardSink(folder, c))
+            if not opts["quiet"]:
+                print(f"ltfunc imp: TensorBoard event files in {folder}", file=sys.stderr)
+    common = {
+        "data_root": opts["data_root"],
+        "force": opts["force"],
+        "progress": not opts["quiet"],
+        "download": download_flag(opts["download"], opts["data_root"]),
+        "verify": opts["verify"],
+    }
     try:
-        result = run_imp(
-            config,
-            run_dir,
-            data_root=opts["data_root"],
-            force=opts["force"],
-            progress=not opts["quiet"],
-            download=_download_flag(opts["download"], opts["data_root"]),
-            on_record=sink,
-            verify=opts["verify"],
-        )
+        if parallel is not None:  # under torchrun: one data-parallel run
+            if len(runs) != 1:
+                raise ValueError("ltfunc imp: under torchrun give one seed (--seed), not --seeds")
+            sink = sinks[0] if sinks else None
+            results = [run_imp(config, runs[0][1], on_record=sink, parallel=parallel, **common)]
+        else:
+            results = list(
+                run_many(
+                    runs,
+                    parallel=opts["parallel"],
+                    workers=opts["workers"],
+                    on_record=sinks or None,
+                    **common,
+                )
+            )
     finally:
-        if sink is not None:
+        for sink in sinks:
             sink.close()
-    if result.resumed and not opts["quiet"]:
-        print(f"ltfunc imp: resumed; {len(result.resumed)} finished round(s) kept", file=sys.stderr)
-    print(report.format_table(report.summary_rows(run_dir)))
-    png = plot_runs([run_dir], run_dir / "plot.png")
+    distributed.shutdown(parallel)
+    if not lead:
+        return 0
+    for result in results:
+        if result.resumed and not opts["quiet"]:
+            kept = len(result.resumed)
+            print(f"ltfunc imp: {result.run_dir}: resumed; {kept} finished round(s) kept", file=sys.stderr)
+    dirs = [r.run_dir for r in results]
+    rows = report.summary_rows(dirs[0]) if len(dirs) == 1 else report.aggregate(dirs)
+    print(report.format_table(rows, structure=report.run_structure(dirs[0])))
+    out = dirs[0] / "plot.png"
+    if len(dirs) > 1:  # NAME-seed<k> -> NAME-seeds.png beside the runs
+        out = dirs[0].parent / f"{dirs[0].name.rsplit('-seed', 1)[0]}-seeds.png"
+    png = plot_runs(dirs, out)
     print(f"\nplot: {getattr(png, 'path', png)}")
     return 0
 
@@ -517,7 +505,7 @@ def _cmd_prune(ns: argparse.Namespace) -> int:
     else:
         theta = _train_dense(ns, model, theta, mask)
     kwargs = {"sparsity": rates} if ns.sparsity else {"rate": rates}
-    new = prune.magnitude(theta, mask, scope=ns.scope, **kwargs)
+    new = prune.magnitude(theta, mask, scope=ns.scope, structure=ns.structure, **kwargs)
     masks.save(new, ns.output)
     if ns.save_weights:
         params.save_tree(masks.apply(new, theta), ns.save_weights)
@@ -553,7 +541,7 @@ def _train_dense(ns: argparse.Namespace, model: Any, theta: Any, mask: Any) -> A
         config.dataset,
         ns.data_root,
         device=config.device,
-        download=_download_flag(ns.download, ns.data_root),
+        download=download_flag(ns.download, ns.data_root),
         verify=ns.verify,
     )
     trainer = make_config_trainer(config, model, ds, splits=("test",), eval_every=config.iterations)
@@ -573,11 +561,13 @@ def _train_dense(ns: argparse.Namespace, model: Any, theta: Any, mask: Any) -> A
 
 
 def _cmd_report(ns: argparse.Namespace) -> int:
+    if ns.overlap:
+        return cmd_overlap(ns)
     if len(ns.run_dirs) == 1:
         rows = report.summary_rows(ns.run_dirs[0])
     else:
         rows = report.aggregate(ns.run_dirs)
-    print(report.format_table(rows))
+    print(report.format_table(rows, structure=report.run_structure(ns.run_dirs[0])))
     if ns.csv:
         report.write_csv(rows, ns.csv, fieldnames=None if rows else report.SUMMARY_FIELDS)
         print(f"\ncsv: {ns.csv}")
@@ -589,35 +579,6 @@ def _cmd_plot(ns: argparse.Namespace) -> int:
 
     out = plot_runs(ns.run_dirs, ns.output, metric=ns.metric, title=ns.title)
     print(f"plot: {getattr(out, 'path', out)}")
-    return 0
-
-
-def _cmd_reproduce(ns: argparse.Namespace) -> int:
-    from .studies import get_study, reproduce
-
-    study = get_study(ns.study)  # an unknown name fails here, listing the valid ones
-    overrides = {k: getattr(ns, k) for k in ("iterations", "rounds", "eval_every", "val_size")}
-    result = reproduce(
-        study,
-        ns.seeds,
-        runs_dir=ns.runs_dir,
-        out=ns.out,
-        overrides=overrides,
-        data_root=ns.data_root,
-        device=ns.device,
-        compile=ns.compile,
-        progress=not ns.quiet,
-        download=_download_flag(ns.download, ns.data_root),
-        collect_only=ns.collect_only,
-        force=ns.force,
-    )
-    print(report.format_table([{**r, "n": r["n_seeds"]} for r in result.rows]))
-    state = (
-        "complete" if result.complete else f"PARTIAL: {result.finished} of {result.expected} rounds finished"
-    )
-    print(f"\n{study.name}: {state}")
-    for path in result.files:
-        print(f"wrote {path}")
     return 0
 
 
@@ -640,6 +601,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = build_parser().parse_args(args)
     try:
         check_outputs(ns)
+        if (code := sweep_command(ns)) is not None:
+            return code
         if ns.command == "imp":
             return _cmd_imp(args)
         if ns.command == "prune":
@@ -647,9 +610,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ns.command == "report":
             return _cmd_report(ns)
         if ns.command == "reproduce":
-            return _cmd_reproduce(ns)
+            return cmd_reproduce(ns)
         if ns.command == "presets":
             return cmd_presets(ns)
+        if ns.command == "export":
+            return cmd_export(ns)
+        if ns.command == "instability":
+            return cmd_instability(ns)
         return _cmd_plot(ns)
     except (ValueError, TypeError, OSError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)

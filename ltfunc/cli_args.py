@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -20,15 +21,18 @@ import torch
 
 from ._checks import check_output_path
 from .config import ImpConfig, is_import_path
-from .data import DATASETS
+from .data import DATASETS, ENV_ROOT
 from .models import MODELS
 from .params import load_tree
 from .schedules import SCHEDULES
+from .sparse_step import SPARSE_MODES
+from .structured import _parse as _parse_structure
 from .ticket import BASELINES
 
 __all__ = [
     "add_presets_parser",
     "add_recipe_args",
+    "add_structure_arg",
     "baselines_arg",
     "check_outputs",
     "cmd_presets",
@@ -41,6 +45,7 @@ __all__ = [
     "override_arg",
     "read_config_file",
     "seeds_arg",
+    "structure_arg",
 ]
 
 
@@ -139,6 +144,7 @@ RUN_KEY_TYPES = {
     "data_root": "a string (a folder path) or null",
     "tensorboard": "a string (a folder path) or null",
     "preset": "a string (a name from `ltfunc presets`) or null",
+    "seeds": "a list of distinct ints >= 0 (one run per seed, NAME-seed<k>) or null",
 }
 """The run options (not ImpConfig fields) a --config file may give, and what each may be."""
 
@@ -169,7 +175,16 @@ def config_file_values(
         )
     values: dict[str, Any] = {}
     for k, v in data.items():
-        if k in RUN_KEY_TYPES:
+        if k == "seeds" and v is not None:
+            text = ",".join(str(x) for x in v) if isinstance(v, list) else v
+            bad = not isinstance(v, (list, str)) or any(type(x) is not int for x in v if isinstance(v, list))
+            try:
+                run[k] = None if bad else seeds_arg(text)
+            except argparse.ArgumentTypeError:
+                bad = True
+            if bad:
+                raise ValueError(f"--config: {path}: seeds must be {RUN_KEY_TYPES[k]}, got {v!r}")
+        elif k in RUN_KEY_TYPES:
             optional = k != "runs_dir"
             if not (isinstance(v, str) and v) and not (optional and v is None):
                 raise ValueError(
@@ -235,6 +250,28 @@ def json_object_arg(text: str) -> dict[str, Any]:
     return value
 
 
+def structure_arg(text: str) -> str | None:
+    """``--structure 2:4`` / ``block:4x4`` / ``none``: the canonical spec, or ``None``."""
+    try:
+        s = _parse_structure("structure", "structure", text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).partition(": ")[2]) from None
+    return None if s is None else str(s)
+
+
+def add_structure_arg(p: argparse.ArgumentParser, d: Callable[[Any], Any]) -> None:
+    """``--structure`` (``imp`` and ``prune``): N:M or block pruning (:func:`ltfunc.prune.magnitude`)."""
+    p.add_argument(
+        "--structure",
+        type=structure_arg,
+        default=d(None),
+        metavar="N:M|block:RxC",
+        help="structured pruning: 'N:M' protects the N largest of every M consecutive weights along the "
+        "input dimension (exactly N:M once the rates reach N/M); 'block:RxC' prunes whole RxC blocks "
+        "by L2 norm; none: unstructured. Layers at rate 0 stay dense",
+    )
+
+
 def add_recipe_args(p: argparse.ArgumentParser, d: Callable[[Any], Any]) -> None:
     """The ``imp`` options of the lr schedule, Nesterov, augmentation, model kwargs, preset, TensorBoard."""
     cfg = ImpConfig.__dataclass_fields__
@@ -286,11 +323,38 @@ def add_recipe_args(p: argparse.ArgumentParser, d: Callable[[Any], Any]) -> None
         help="keyword arguments of the model factory, e.g. '{\"num_classes\": 100}'",
     )
     p.add_argument(
+        "--sparse",
+        choices=SPARSE_MODES,
+        default=d(cfg["sparse"].default),
+        help="sparse training mode: hold masked Linear weights as values on each round's mask "
+        "(same results to float rounding); 'auto': layers at low density, compiled steps only",
+    )
+    p.add_argument(
         "--tensorboard",
         default=d(None),
         metavar="DIR",
         help="also write every evaluation to TensorBoard event files in DIR/NAME (needs "
         "`pip install 'ltfunc[tensorboard]'`); metrics.jsonl stays the record",
+    )
+
+
+def add_dist_args(p: argparse.ArgumentParser, d: Callable[[Any], Any]) -> None:
+    """``--dist-timeout`` and ``--dist-backend``: data-parallel runs under ``torchrun`` (docs/cluster.md)."""
+    from .distributed import BACKENDS, DEFAULT_TIMEOUT
+
+    p.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=d(DEFAULT_TIMEOUT),
+        metavar="SECONDS",
+        help="under torchrun: seconds a rank waits for the others in a collective before it stops "
+        "with an error (a rank that dies is noticed at once)",
+    )
+    p.add_argument(
+        "--dist-backend",
+        choices=BACKENDS,
+        default=d("auto"),
+        help="under torchrun: the process-group backend (auto: gloo on cpu, nccl on cuda)",
     )
 
 
@@ -338,3 +402,35 @@ def check_float_weights(path: str, weights: Mapping[str, Any], names: Any) -> No
     if bad:
         kinds = ", ".join(f"{k} ({weights[k].dtype})" for k in bad)
         raise ValueError(f"--weights: {path} holds non-floating weights {kinds}; pruning needs float weights")
+
+
+def add_parallel_args(p: argparse.ArgumentParser, d: Callable[[Any], Any], *, seeds: bool = True) -> None:
+    """``--seeds`` (with ``seeds``), ``--parallel``, ``--workers`` (:func:`ltfunc.parallel.run_many`)."""
+    from .parallel import PARALLEL
+
+    if seeds:
+        p.add_argument(
+            "--seeds",
+            type=seeds_arg,
+            default=d(None),
+            help="comma-separated seeds: one run per seed into RUNS_DIR/NAME-seed<k> (NAME: --name, "
+            "else each config's hash), trained together (see --parallel); instead of --seed",
+        )
+    p.add_argument(
+        "--parallel",
+        choices=PARALLEL,
+        default=d("auto"),
+        help="how the trainings run: 'processes' spreads a round's ticket and baselines (and the seeds) "
+        "over single-threaded worker processes, one per core; 'sequential' trains one after the other "
+        "with per-iteration progress bars; 'auto' picks processes on a CPU with >= 2 cores",
+    )
+    p.add_argument(
+        "--workers", type=int, default=d(None), help="worker processes (None: one per core, as needed)"
+    )
+
+
+def download_flag(requested: bool, data_root: Any) -> bool | None:
+    """``True`` when asked; ``None`` (download if missing) for the default folder; else ``False``."""
+    if requested:
+        return True
+    return None if data_root is None and not os.environ.get(ENV_ROOT) else False

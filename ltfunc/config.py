@@ -30,10 +30,13 @@ from torch import nn
 from . import schedules as lr_schedules
 from ._checks import check_bool, check_choice, check_fraction, check_int, check_number
 from .data import DATASETS, TRAIN_SIZE
+from .masks import Mask, ones
 from .models import INITS, MODELS, resolve_init
 from .optim import OPTIMIZERS, Optimizer, build
-from .prune import SCOPES, Rates
-from .ticket import BASELINES, SCHEDULES
+from .prune import SCOPES, Rates, _check_structured_rounds
+from .sparse_step import SPARSE_MODES
+from .structured import _parse as _parse_structure
+from .ticket import BASELINES, SCHEDULES, round_rates
 
 __all__ = [
     "BOOKKEEPING",
@@ -57,6 +60,8 @@ LATER_FIELDS: tuple[str, ...] = (
     "nesterov",
     "augment",
     "model_kwargs",
+    "structure",
+    "sparse",
 )
 """Fields added after run directories of the first format were written: :meth:`ImpConfig.to_dict`
 omits each while it is at its default, and :func:`config_diff` reads a missing one as its default."""
@@ -120,6 +125,16 @@ class ImpConfig:
             the dataset supports it.
         model_kwargs: Keyword arguments of the model factory (JSON values), e.g.
             ``{"num_classes": 100}``.
+        structure: ``None`` (unstructured), ``"N:M"`` or ``"block:RxC"``: every round prunes
+            under it and the random-pruning baseline draws masks of it (see
+            :func:`ltfunc.prune.magnitude`); recorded in its canonical spelling. Checked
+            against the prunable layers of a registry model here (of a factory's model when
+            the run starts): it must fit every layer pruned at a rate > 0, and every round
+            must be able to prune further (:meth:`check_structure`).
+        sparse: Sparse training mode, ``"off"`` (default), ``"auto"`` or ``"on"``: each round's
+            step holds the masked Linear weights as values on the round's mask
+            (:func:`ltfunc.make_sparse_train_step`; same results to float rounding, one
+            compile per round; convolutions run dense-masked).
 
     Raises:
         TypeError: A field of the wrong type.
@@ -166,6 +181,8 @@ class ImpConfig:
     nesterov: bool = False
     augment: bool = False
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    structure: str | None = None
+    sparse: str = "off"
 
     def __post_init__(self) -> None:
         if is_import_path(self.model):
@@ -255,6 +272,11 @@ class ImpConfig:
             v = getattr(self, name)
             if v is not None:
                 object.__setattr__(self, name, float(v))
+        check_choice(_FUNC, "sparse", self.sparse, SPARSE_MODES)
+        s = _parse_structure(_FUNC, "structure", self.structure)
+        object.__setattr__(self, "structure", None if s is None else str(s))
+        if s is not None and self.model in MODELS:
+            self.check_structure(self.make_model(), func=_FUNC)
 
     def _check_training(self) -> None:
         """The LATER_FIELDS: lr schedule, Nesterov, augmentation, model_kwargs."""
@@ -320,6 +342,32 @@ class ImpConfig:
             output=self.output_rate,
             overrides=dict(self.overrides),
         )
+
+    def check_structure(self, model: nn.Module | Mask, *, func: str = "ImpConfig.check_structure") -> None:
+        """Refuse a ``structure`` that does not fit ``model`` or a round that could not prune further.
+
+        Args:
+            model: The model (its prunable weights are checked) or its starting mask.
+            func: The caller's name, for messages.
+
+        Raises:
+            ValueError: The structure does not divide a layer pruned at a rate > 0 or cannot
+                apply to it (names the layer, its shape and the structure), or a round up to
+                ``rounds`` could not prune any layer further (says which ``rounds`` work).
+
+        Example:
+            >>> from ltfunc.config import ImpConfig
+            >>> ImpConfig(rounds=4, structure=" 2:4 ").structure
+            '2:4'
+            >>> ImpConfig(rounds=5, structure="2:4")  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ValueError: ImpConfig: with structure '2:4', round 5 cannot prune ...; use rounds <= 4 ...
+        """
+        if self.structure is None:
+            return
+        mask = model if isinstance(model, Mask) else ones(model)
+        plans = [round_rates(self.rates(), k, self.schedule) for k in range(1, self.rounds + 1)]
+        _check_structured_rounds(func, self.structure, mask, plans, self.scope)
 
     def make_optimizer(self) -> Optimizer:
         """The :class:`ltfunc.optim.Optimizer` this config trains with.

@@ -488,6 +488,7 @@ def batches(
     drop_last: bool = True,
     augment: bool | str = False,
     start: int = 0,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[Batch]:
     """An infinite iterator of shuffled ``(x, y)`` mini-batches on the split's device.
 
@@ -531,6 +532,12 @@ def batches(
             :data:`ltfunc.augment.AUGMENTATIONS` (``"crop_flip"``); needs images
             ``(N, C, H, W)``.
         start: Index of the first batch to yield (``>= 0``). Default: ``0``.
+        shard: ``(rank, world_size)`` for data-parallel training: every batch is drawn as
+            above and only its rows ``[rank * b / world_size, (rank + 1) * b / world_size)``
+            are yielded (``b = batch_size``, which ``world_size`` must divide; needs
+            ``drop_last=True``), so ``world_size`` streams together yield exactly the batches of
+            one. Without augmentation only the shard's rows are gathered; with it, the whole
+            batch is augmented and then sliced (the same random choices as in one stream).
 
     Returns:
         An infinite iterator of ``(x, y)`` batches.
@@ -541,7 +548,8 @@ def batches(
         ValueError: Mismatched ``x``/``y`` sizes or devices, an empty split, a
             ``batch_size`` out of the allowed range, both ``seed`` and ``generator``, a
             generator on another device, an unknown ``augment`` or one on data that are not
-            images, or ``start < 0``.
+            images, ``start < 0``, a ``shard`` out of range or whose ``world_size`` does not
+            divide ``batch_size``, a ``shard`` with ``drop_last=False``.
 
     Example:
         >>> import itertools, torch, ltfunc
@@ -581,9 +589,27 @@ def batches(
         raise ValueError(f"{func}: batch_size must be >= 1, got {batch_size}")
     recipe = _check_augment(func, augment, x)
     check_int(func, "start", start, 0)
+    rows = _shard_rows(func, shard, batch_size, drop_last)
     gen = _batch_generator(func, x.device, seed, generator)
     norm = split.normalization if isinstance(split, Split) else None
-    return _iterate(x, y, batch_size, gen, drop_last, start, recipe, norm)
+    return _iterate(x, y, batch_size, gen, drop_last, start, recipe, norm, rows)
+
+
+def _shard_rows(func: str, shard: Any, batch_size: int, drop_last: bool) -> slice | None:
+    """The rows of every batch a data-parallel ``shard=(rank, world_size)`` takes (``None``: all)."""
+    if shard is None:
+        return None
+    if not isinstance(shard, tuple) or len(shard) != 2:
+        raise TypeError(f"{func}: shard must be None or a (rank, world_size) pair of ints, got {shard!r}")
+    world = check_int(func, "shard world_size", shard[1], 1)
+    rank = check_int(func, "shard rank", shard[0], 0, world - 1)
+    if batch_size % world or not drop_last:
+        raise ValueError(
+            f"{func}: shard={shard} needs drop_last=True and a batch_size divisible by the world size "
+            f"{world}, got batch_size={batch_size}, drop_last={drop_last}"
+        )
+    per = batch_size // world
+    return slice(rank * per, (rank + 1) * per)
 
 
 def _check_augment(func: str, augment: Any, x: Tensor) -> str | None:
@@ -621,6 +647,7 @@ def _iterate(
     start: int,
     recipe: str | None,
     norm: Normalization | None,
+    rows: slice | None = None,
 ) -> Iterator[Batch]:
     n = int(x.shape[0])
     stop = n - n % batch_size if drop_last else n
@@ -633,9 +660,13 @@ def _iterate(
     while True:
         perm = torch.randperm(n, generator=gen, device=gen.device)[:stop].to(x.device, non_blocking=True)
         for idx in perm.split(batch_size)[skip:]:
+            if rows is not None and augment is None:
+                idx = idx[rows]  # a data-parallel shard: gather only its rows
             xb = x.index_select(0, idx)
             if augment is not None:
                 xb = augment(xb, index)
+                if rows is not None:  # augmented as the whole batch, then sliced
+                    xb, idx = xb[rows], idx[rows]
             if norm is not None:
                 xb = norm(xb)
             yield xb, y.index_select(0, idx)

@@ -23,10 +23,11 @@ from typing import Any, NamedTuple
 
 import torch
 
-from . import rundir
+from . import distributed, rundir
 from ._checks import check_bool, check_callable, check_choice, check_path
 from .config import ImpConfig, call_factory, is_import_path, resolve_factory
 from .data import Dataset, load_dataset
+from .distributed import DataParallel
 from .masks import Mask, density, ones
 from .step import make_train_step
 from .ticket import Record, RoundResult, baseline_round, imp
@@ -68,6 +69,7 @@ def make_config_trainer(
     *,
     splits: Sequence[str] = ("val", "test"),
     eval_every: int | None = None,
+    parallel: DataParallel | None = None,
 ) -> Trainer:
     """The :class:`ltfunc.trainer.Trainer` a config describes, as :func:`run_imp` builds it.
 
@@ -82,6 +84,8 @@ def make_config_trainer(
         dataset: The loaded dataset (:func:`ltfunc.load_dataset`), on ``config.device``.
         splits: Names of the dataset's splits to evaluate on (``"train"``, ``"val"``, ``"test"``).
         eval_every: Evaluation interval (``None``: ``config.eval_every``).
+        parallel: Data-parallel training (:func:`ltfunc.distributed.init`): the step averages
+            gradients across ranks and each rank trains on its shard of every batch.
 
     Returns:
         The trainer, for :func:`ltfunc.train_round` and the round functions.
@@ -106,7 +110,12 @@ def make_config_trainer(
     for name in splits:
         check_choice(func, "splits", name, ("train", "val", "test"))
     return make_trainer(
-        make_train_step(model, config.make_optimizer(), compile=config.compile),
+        make_train_step(
+            model,
+            config.make_optimizer(),
+            compile=config.compile,
+            grad_reduce=None if parallel is None else parallel.mean,
+        ),
         dataset.train,
         iterations=config.iterations,
         batch_size=config.batch_size,
@@ -115,6 +124,8 @@ def make_config_trainer(
         eval_every=config.eval_every if eval_every is None else eval_every,
         evaluate=make_evaluator(model, {n: getattr(dataset, n) for n in splits}, compile=config.compile),
         augment=config.augment,
+        parallel=parallel,
+        sparse=config.sparse,
     )
 
 
@@ -282,19 +293,113 @@ def _check_overrides(func: str, config: ImpConfig, mask: Mask) -> None:
             f"{func}: overrides name {unknown}, which are not prunable parameters of {config.model}; "
             f"prunable: {list(mask)}"
         )
+    config.check_structure(mask, func=func)  # a factory's model is first seen here
+
+
+class OpenedRun(NamedTuple):
+    """What :func:`open_run` read from a run directory it is about to (re)start."""
+
+    model: torch.nn.Module
+    """The config's model, on its device (the template for baselines and evaluation)."""
+    theta0: Weights
+    """θ0: the saved ``init.safetensors`` of a resumed run, else the new model's weights."""
+    done: int
+    """Ticket rounds ``0 .. done - 1`` are finished."""
+    previous: RoundResult | None
+    """The last finished ticket round (``None`` when ``done == 0``)."""
+    point: Weights | None
+    """The rewind point (``None`` when ``done == 0``)."""
+
+
+def open_run(func: str, config: ImpConfig, run: Path, mode: str, dataset: Dataset) -> OpenedRun:
+    """Check and read a run directory, then prepare it for training (the caller holds its lock).
+
+    Everything that can fail is checked and read first (the config fits the data and the
+    model, every finished round's summary, the last finished ticket round, the rewind
+    point); only then is the directory touched: cleared when ``mode == "clear"``, stale
+    temporary files removed, ``config.json`` and ``init.safetensors`` written when missing.
+
+    Args:
+        func: The public caller's name (for messages).
+        config: The run's config.
+        run: The run directory.
+        mode: :func:`ltfunc.rundir.check_writable`'s answer (``"new"``, ``"resume"``, ``"clear"``).
+        dataset: The loaded dataset (:func:`load_config_dataset`).
+
+    Returns:
+        :class:`OpenedRun`.
+
+    Raises:
+        ValueError: The config does not fit the data or the model; a corrupt checkpoint or
+            summary (the message names the file).
+    """
+    resuming = mode == "resume"
+    _check_fits_data(func, config, dataset)
+    model = config.make_model().to(config.device)
+    if resuming and rundir.init_path(run).is_file():
+        theta0 = rundir.load_weights(func, rundir.init_path(run), config.device)
+    else:
+        theta0 = Weights.of(model)
+    _check_overrides(func, config, ones(model))
+    if resuming:  # every finished round's summary.json is read now, not when training reaches it
+        rundir.summary_rows(func, run)
+    done = 0  # ticket rounds 0 .. done-1 are finished
+    while resuming and done <= config.rounds and rundir.is_finished(run, "ticket", done):
+        done += 1
+    previous = rundir.load_round(run, "ticket", done - 1, device=config.device) if done else None
+    point = rundir.load_rewind_point(func, run, config.rewind, config.device) if done else None
+    # everything is checked and read: only now touch the directory
+    if mode == "clear":
+        rundir.clear(run)
+    rundir.remove_stale_temps(run)
+    if not resuming:
+        rundir.write_config(run, config)
+    rundir.save_init(run, theta0)
+    return OpenedRun(model, theta0, done, previous, point)
+
+
+def _open_ranks(
+    func: str, config: ImpConfig, run: Path, mode: str, dataset: Dataset, parallel: DataParallel | None
+) -> OpenedRun:
+    """:func:`open_run` on rank 0 (the one that reads and writes ``run``); the others get what it read."""
+    if parallel is None or parallel.world_size == 1:
+        return open_run(func, config, run, mode, dataset)
+    kept: list[torch.nn.Module] = []
+
+    def read() -> OpenedRun:
+        opened = open_run(func, config, run, mode, dataset)
+        kept.append(opened.model)
+        return opened._replace(model=None)  # type: ignore[arg-type]  # built on every rank
+
+    opened = distributed.agree(func, parallel, read, device=config.device)
+    return opened._replace(model=kept[0] if kept else config.make_model().to(config.device))
 
 
 class _Saver:
-    """Opens a round's log and bar when it starts (:data:`ltfunc.ticket.RoundHooks`), saves it when done."""
+    """Opens a round's log and bar when it starts (:data:`ltfunc.ticket.RoundHooks`), saves it when done.
 
-    def __init__(self, run: Path, config: ImpConfig, bars: _Progress, sink: RecordSink | None) -> None:
+    With ``parallel``, every rank compares the round's mask checksum and only rank 0 writes.
+    """
+
+    def __init__(
+        self,
+        run: Path,
+        config: ImpConfig,
+        bars: _Progress,
+        sink: RecordSink | None,
+        parallel: DataParallel | None = None,
+    ) -> None:
         self.run, self.config, self.bars, self.sink = run, config, bars, sink
+        self.parallel = parallel
+        self.lead = parallel is None or parallel.lead
         self.log: rundir.MetricsLog | None = None
         self.began = 0.0
         self.current = ("ticket", 0)
         self.trained: list[tuple[str, int]] = []
 
     def hooks(self, condition: str, k: int) -> tuple[Any, Any]:
+        if not self.lead:
+            return None, None
         self.log = rundir.start_round(self.run, condition, k)
         self.began = time.perf_counter()
         self.current = (condition, k)
@@ -309,7 +414,16 @@ class _Saver:
         if self.sink is not None:
             self.sink(*self.current, record)
 
+    def finished(self, condition: str, k: int) -> bool:
+        """Whether round ``k`` of ``condition`` is finished (rank 0 reads it, every rank gets it)."""
+        return distributed.agree("run_imp", self.parallel, lambda: rundir.is_finished(self.run, condition, k))
+
     def save(self, result: RoundResult) -> None:
+        what = f"mask of {result.condition} round {result.round}"
+        distributed.check_same("run_imp", self.parallel, what, distributed.mask_digest(result.mask))
+        if not self.lead:
+            self.trained.append((result.condition, result.round))
+            return
         assert self.log is not None
         self.bars.end_round()
         summary = rundir.summarize_round(
@@ -339,6 +453,7 @@ def run_imp(
     download: bool | None = None,
     on_record: RecordSink | None = None,
     verify: bool = True,
+    parallel: DataParallel | None = None,
 ) -> RunResult:
     """Run (or resume) an IMP experiment with its baselines into ``run_dir``.
 
@@ -364,6 +479,12 @@ def run_imp(
             :func:`ltfunc.load_dataset`); ``False`` for files in the same format that are not
             the official ones (test fixtures, subsets). A run option like ``download``: it is
             not part of the config and not written to ``config.json``.
+        parallel: Data-parallel training under ``torchrun`` (:func:`ltfunc.distributed.init`):
+            every rank calls ``run_imp`` with the same config; each trains on its shard of
+            every batch of ``config.batch_size``, gradients are averaged across ranks, only rank
+            0 reads and writes ``run_dir`` (and holds its lock), every round's mask is checksummed
+            and compared across ranks; every rank returns the same :class:`RunResult`. See
+            :mod:`ltfunc.distributed` (BatchNorm statistics, failures) and ``docs/cluster.md``.
 
     Returns:
         :class:`RunResult`.
@@ -376,9 +497,14 @@ def run_imp(
             ``resume=False``, any run; a checkpoint needed to resume is corrupt (the message
             names it); an override names no prunable parameter; another live process is
             writing ``run_dir`` (it holds ``run_dir/.lock``; a lock left by a dead process is
-            taken over). All raised before any training.
+            taken over). With ``parallel``: ranks given different configs (the differing
+            fields named), a world size that does not divide ``config.batch_size``. All raised
+            before any training, on every rank.
         FileNotFoundError: The dataset is missing (the message says where it looked).
         FloatingPointError: Training diverged (NaN/inf loss).
+        ltfunc.distributed.DistributedError: With ``parallel``: another rank died or hung
+            (a collective failed, or waited longer than ``parallel.timeout``), or the ranks'
+            masks differ; ``run_dir`` keeps every finished round (run again to resume).
 
     Example:
         >>> from ltfunc import ImpConfig, run_imp
@@ -396,41 +522,32 @@ def run_imp(
     check_bool(func, "progress", progress)
     check_bool(func, "verify", verify)
     check_callable(func, "on_record", on_record, "callable(condition, round, record)", optional=True)
+    if parallel is not None and not isinstance(parallel, DataParallel):
+        raise TypeError(f"{func}: parallel must be None or a DataParallel (ltfunc.distributed.init())")
     run = Path(run_dir)
-    mode = rundir.check_writable(func, run, config, resume=resume, force=force)
-    with rundir.lock(func, run):
-        resuming = mode == "resume"
-        dataset = load_config_dataset(config, data_root, download=download, verify=verify)
-        _check_fits_data(func, config, dataset)
-        model = config.make_model().to(config.device)
-        if resuming and rundir.init_path(run).is_file():
-            theta0 = rundir.load_weights(func, rundir.init_path(run), config.device)
-        else:
-            theta0 = Weights.of(model)
-        _check_overrides(func, config, ones(model))
-        if resuming:  # every finished round's summary.json is read now, not when training reaches it
-            rundir.summary_rows(func, run)
-        done = 0  # ticket rounds 0 .. done-1 are finished
-        while resuming and done <= config.rounds and rundir.is_finished(run, "ticket", done):
-            done += 1
-        previous = rundir.load_round(run, "ticket", done - 1, device=config.device) if done else None
-        point = rundir.load_rewind_point(func, run, config.rewind, config.device) if done else None
-        # everything is checked and read: only now touch the directory
-        if mode == "clear":
-            rundir.clear(run)
-        rundir.remove_stale_temps(run)
-        if not resuming:
-            rundir.write_config(run, config)
-        rundir.save_init(run, theta0)
+    lead = parallel is None or parallel.lead  # rank 0 reads and writes run_dir; the others are told
+    with distributed.failures(func, parallel, run):
+        distributed.check_configs(func, parallel, config, config.batch_size)  # every rank, before any work
+        mode = distributed.agree(
+            func, parallel, lambda: rundir.check_writable(func, run, config, resume=resume, force=force)
+        )
+    with (
+        distributed.failures(func, parallel, run),
+        distributed.lead_only(func, parallel, lambda: rundir.lock(func, run)),
+    ):
+        dataset = distributed.check_all(
+            func, parallel, lambda: load_config_dataset(config, data_root, download=download, verify=verify)
+        )
+        model, theta0, done, previous, point = _open_ranks(func, config, run, mode, dataset, parallel)
 
-        trainer = make_config_trainer(config, model, dataset)
-        bars = _Progress(progress, config.rounds + 1 + config.rounds * len(config.baselines))
-        saver = _Saver(run, config, bars, on_record)
+        trainer = make_config_trainer(config, model, dataset, parallel=parallel)
+        bars = _Progress(progress and lead, config.rounds + 1 + config.rounds * len(config.baselines))
+        saver = _Saver(run, config, bars, on_record, parallel)
         resumed: list[tuple[str, int]] = []
 
         def baselines(ticket: RoundResult, point: Weights) -> None:
             for condition in config.baselines:
-                if rundir.is_finished(run, condition, ticket.round):
+                if saver.finished(condition, ticket.round):
                     resumed.append((condition, ticket.round))
                     bars.advance()
                     continue
@@ -444,6 +561,7 @@ def run_imp(
                         seed=config.seed,
                         rewind=config.rewind,
                         hooks=saver.hooks,
+                        structure=config.structure,
                     )
                 )
 
@@ -451,9 +569,15 @@ def run_imp(
             for k in range(done):  # finished ticket rounds: only their missing baselines
                 resumed.append(("ticket", k))
                 bars.advance()
-                if k and any(not rundir.is_finished(run, c, k) for c in config.baselines):
+                if k and any(not saver.finished(c, k) for c in config.baselines):
                     assert point is not None
-                    baselines(rundir.load_round(run, "ticket", k, device=config.device), point)
+                    ticket = distributed.agree(
+                        func,
+                        parallel,
+                        lambda k=k: rundir.load_round(run, "ticket", k, device=config.device),  # type: ignore[misc]
+                        device=config.device,
+                    )
+                    baselines(ticket, point)
                 elif k:  # every baseline of round k is finished
                     for condition in config.baselines:
                         resumed.append((condition, k))
@@ -470,6 +594,7 @@ def run_imp(
                     previous=previous,
                     rewind_point=point,
                     hooks=saver.hooks,
+                    structure=config.structure,
                 )
                 for result in rounds:
                     saver.save(result)
@@ -481,6 +606,10 @@ def run_imp(
         finally:
             saver.abandon()
             bars.close()
-        rundir.write_summary_csv(run)
-        rows = rundir.summary_rows(func, run)
+        rows = distributed.agree(func, parallel, lambda: _write_summary(func, run))
         return RunResult(run, config, tuple(rows), tuple(saver.trained), tuple(resumed))
+
+
+def _write_summary(func: str, run: Path) -> list[dict[str, Any]]:
+    rundir.write_summary_csv(run)
+    return rundir.summary_rows(func, run)

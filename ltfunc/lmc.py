@@ -29,7 +29,11 @@ BatchNorm networks (recomputing them, "REPAIR"/"reset BN", is not implemented).
 
 from __future__ import annotations
 
+import itertools
+import math
+import os
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -37,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import masks as _masks
+from . import rundir as _rundir
 from ._checks import check_int, check_mask, check_module, check_number, check_seed, check_tree
 from ._types import Buffers, LossFn
 from .data import batches as _batches
@@ -46,7 +51,20 @@ from .members import make_members_step, unstack_state
 from .step import TrainStep
 from .trainer import Trainer, Weights, as_weights
 
-__all__ = ["DEFAULT_ALPHAS", "Interpolation", "MaskOverlap", "instability", "interpolate", "mask_overlap"]
+__all__ = [
+    "DEFAULT_ALPHAS",
+    "OVERLAP_FIELDS",
+    "Interpolation",
+    "MaskOverlap",
+    "format_overlap",
+    "instability",
+    "interpolate",
+    "mask_overlap",
+    "mask_overlaps",
+]
+
+OVERLAP_FIELDS: tuple[str, ...] = ("kind", "a", "b", "round_a", "round_b", "layer", "jaccard")
+"""Rows of :func:`mask_overlaps` (``layer``: a mask key or ``"overall"``)."""
 
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(i / 10 for i in range(11))
 """``0.0, 0.1, ..., 1.0``: the alphas :func:`instability` evaluates by default."""
@@ -361,3 +379,148 @@ def mask_overlap(a: Mask, b: Mask) -> MaskOverlap:
         per_layer[k] = inter / union if union else 1.0
     total_inter, total_union = sum(p[0] for p in pairs), sum(p[1] for p in pairs)
     return MaskOverlap(per_layer, total_inter / total_union if total_union else 1.0)
+
+
+# Mask overlap across run directories ------------------------------------------------------------
+def _int_list(func: str, name: str, values: Any, low: int, high: int, what: str) -> list[int]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(f"{func}: {name} must be a list of ints, got {type(values).__name__} {values!r}")
+    if len(values) == 0:
+        raise ValueError(f"{func}: {name} must not be empty")
+    out: list[int] = []
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{func}: {name}[{i}] must be an int, got {type(v).__name__} {v!r}")
+        if not low <= v <= high:
+            raise ValueError(f"{func}: {name}[{i}]={v} {what}: allowed {low} <= value <= {high}")
+        if v not in out:
+            out.append(v)
+    return out
+
+
+def _finished_rounds(run: Path) -> list[int]:
+    found = _rundir.round_dirs(run).get("ticket", {})
+    return [k for k in found if _rundir.is_finished(run, "ticket", k)]
+
+
+def _ticket_mask(func: str, run: Path, r: int, device: Any) -> Any:
+    """Ticket round ``r``'s mask, checked against its ``summary.json`` (shipped runs keep no weights)."""
+    rd = _rundir.round_dir(run, "ticket", r)
+    mask = _rundir._load_mask(func, rd / "mask.safetensors", device)
+    _rundir._check_round_mask(func, rd / "mask.safetensors", mask, rd / "summary.json", run)
+    return mask
+
+
+def _ticket_masks(func: str, run: Path, rounds: Sequence[int] | None) -> dict[int, Any]:
+    done = _finished_rounds(run)
+    chosen = done if rounds is None else [r for r in rounds if r in done]
+    return {r: _ticket_mask(func, run, r, "cpu") for r in chosen}
+
+
+def mask_overlaps(
+    run_dirs: Sequence[str | os.PathLike[str]], *, rounds: Sequence[int] | None = None
+) -> list[dict[str, Any]]:
+    """Jaccard overlap of ticket masks: same round across runs, and consecutive rounds of each run.
+
+    ``kind="seeds"`` rows compare every pair of runs at each round finished in both;
+    ``kind="rounds"`` rows compare round ``r - 1`` with round ``r`` of one run. Each pair
+    gives one row per mask key and one ``layer="overall"`` row (:func:`mask_overlap`).
+
+    Args:
+        run_dirs: Run directories (e.g. the seeds of one config); all with the same model.
+        rounds: Ticket rounds to compare (default: all finished ones); for ``"rounds"``
+            rows a round is compared with the one before it when both are chosen.
+
+    Returns:
+        Rows with :data:`OVERLAP_FIELDS` (``a`` / ``b``: run directory names).
+
+    Raises:
+        TypeError: ``run_dirs`` not a list of paths, ``rounds`` not a list of ints.
+        ValueError: An entry is not a run directory; ``rounds`` names a round no run
+            finished; masks of different keys or shapes.
+        FileNotFoundError: A run directory does not exist.
+
+    Example:
+        >>> from ltfunc.lmc import mask_overlaps
+        >>> rows = mask_overlaps(["runs/seed0", "runs/seed1"], rounds=[1, 2])  # doctest: +SKIP
+        >>> [r for r in rows if r["layer"] == "overall"][0]["jaccard"]  # doctest: +SKIP
+    """
+    func = "mask_overlaps"
+    if isinstance(run_dirs, (str, bytes, os.PathLike)) or not isinstance(run_dirs, Sequence) or not run_dirs:
+        raise TypeError(f"{func}: run_dirs must be a non-empty list of run directories, got {run_dirs!r}")
+    runs = [_rundir.open_run(func, r) for r in run_dirs]
+    chosen = None if rounds is None else _int_list(func, "rounds", rounds, 0, 10**9, "is not a round index")
+    if chosen is not None:
+        everywhere = set().union(*(_finished_rounds(r) for r in runs))
+        missing = [r for r in chosen if r not in everywhere]
+        if missing:
+            raise ValueError(f"{func}: rounds {missing} are not finished ticket rounds of any of the runs")
+    names = [r.name if r.name else str(r) for r in runs]
+    if len(set(names)) < len(names):
+        names = [str(r) for r in runs]
+    all_masks = [_ticket_masks(func, r, chosen) for r in runs]
+    rows: list[dict[str, Any]] = []
+
+    def add(kind: str, a: str, b: str, ra: int, rb: int, ma: Any, mb: Any) -> None:
+        ov = mask_overlap(ma, mb)
+        for layer, j in (*ov.per_layer.items(), ("overall", ov.overall)):
+            rows.append(
+                {"kind": kind, "a": a, "b": b, "round_a": ra, "round_b": rb, "layer": layer, "jaccard": j}
+            )
+
+    for (i, ma), (j, mb) in itertools.combinations(enumerate(all_masks), 2):
+        for r in sorted(set(ma) & set(mb)):
+            add("seeds", names[i], names[j], r, r, ma[r], mb[r])
+    for i, m in enumerate(all_masks):
+        for r in sorted(m):
+            if r - 1 in m:
+                add("rounds", names[i], names[i], r - 1, r, m[r - 1], m[r])
+    return rows
+
+
+def format_overlap(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A text table of :func:`mask_overlaps` rows: one line per pair, overall and per-layer Jaccard.
+
+    Args:
+        rows: :func:`mask_overlaps` output.
+
+    Returns:
+        The table (``(no rows)`` when empty).
+
+    Raises:
+        ValueError: Rows without :data:`OVERLAP_FIELDS`.
+
+    Example:
+        >>> rows = [{"kind": "rounds", "a": "s0", "b": "s0", "round_a": 0, "round_b": 1,
+        ...          "layer": l, "jaccard": 0.8} for l in ("fc1.weight", "overall")]
+        >>> print(format_overlap(rows))
+        kind    a   b   rounds  overall  fc1.weight
+        rounds  s0  s0  0-1     0.8000   0.8000
+    """
+    func = "format_overlap"
+    for i, row in enumerate(rows):
+        missing = [k for k in OVERLAP_FIELDS if k not in row]
+        if missing:
+            raise ValueError(f"{func}: rows[{i}] lacks {missing}")
+    if not rows:
+        return "(no rows)"
+    layers: list[str] = []
+    pairs: dict[tuple[Any, ...], dict[str, float]] = {}
+    for row in rows:
+        key = (row["kind"], row["a"], row["b"], row["round_a"], row["round_b"])
+        pairs.setdefault(key, {})[row["layer"]] = float(row["jaccard"])
+        if row["layer"] != "overall" and row["layer"] not in layers:
+            layers.append(row["layer"])
+    head = ["kind", "a", "b", "rounds", "overall", *layers]
+    body = []
+    for (kind, a, b, ra, rb), vals in pairs.items():
+        rnd = str(ra) if ra == rb else f"{ra}-{rb}"
+        body.append([kind, str(a), str(b), rnd, *(_fmt_j(vals.get(n)) for n in ("overall", *layers))])
+    widths = [max(len(h), *(len(x[i]) for x in body)) for i, h in enumerate(head)]
+    return "\n".join(
+        "  ".join(v.ljust(w) for v, w in zip(x, widths, strict=True)).rstrip() for x in (head, *body)
+    )
+
+
+def _fmt_j(v: float | None) -> str:
+    return "-" if v is None or math.isnan(v) else f"{v:.4f}"

@@ -27,6 +27,12 @@ Per member: a mask (a list of K masks, one mask shared by all, or a stacked mask
 with ``shared_batch=True``) and a learning rate (a float, or a ``(K,)`` tensor). Masks,
 learning rates and optimizer states are tensor inputs: new masks and lr values never
 recompile (``num_compiles``).
+
+Memory. :meth:`MembersStep.init` estimates what K members need
+(:meth:`MembersStep.estimate_memory`: stacked params, optimizer states, buffers, masks and
+gradients, and with ``batch_shape=`` one batch's activations per member) and refuses more
+members than the device's available memory holds, saying how many fit. Whole rounds of K
+members: :func:`ltfunc.members_train.train_members_round`.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import _members_memory as _memory
 from . import masks as _masks
 from ._checks import check_bool, check_callable, check_int, check_lr
 from ._flat import FLAT_KEY, FlatLayout, _is_flat_dict, _is_param_dict, compile_step, handed_out, same_buffers
@@ -119,6 +126,7 @@ class MembersStep:
         self._lr: tuple[Any, int, torch.device, Tensor] | None = None
         self._produced: tuple[Tensor, Tensor] | None = None
         self._last: _Given | None = None
+        self._member_bytes: dict[tuple[torch.dtype, tuple[int, ...] | None], tuple[int, int]] = {}
 
     @property
     def num_compiles(self) -> int:
@@ -140,8 +148,14 @@ class MembersStep:
         buffers: Sequence[Mapping[str, Tensor]] | None = None,
         *,
         iteration: int = 0,
+        batch_shape: Sequence[int] | None = None,
     ) -> TrainState:
         """A stacked :class:`~ltfunc.step.TrainState` of K members with fresh optimizer states.
+
+        Before stacking, the memory the K members need (:meth:`estimate_memory`) is compared
+        with what is available on the params' device: free GPU memory on CUDA, ``MemAvailable``
+        of ``/proc/meminfo`` on the CPU (no check where neither can be read); too many members
+        are refused with the number that fits.
 
         Args:
             params: K >= 1 params pytrees (each keyed like the model's parameters; one dtype
@@ -149,6 +163,9 @@ class MembersStep:
             buffers: K buffer pytrees, or ``None``: copies of the model's own buffers for
                 every member (``{}`` for models without buffers).
             iteration: The (shared) iteration count to start from.
+            batch_shape: One member's input batch shape ``(B, ...)``, to count the
+                activations in the memory check; ``None``: params, optimizer state, buffers,
+                masks and gradients only.
 
         Returns:
             ``TrainState(stacked params, stacked optimizer.init states, iteration, stacked
@@ -158,7 +175,8 @@ class MembersStep:
             TypeError: ``params`` / ``buffers`` not lists of dicts of tensors.
             ValueError: K < 1, a member that does not match the model or does not stack
                 with member 0 (the message names the member index and the key), a
-                ``buffers`` list of another length.
+                ``buffers`` list of another length; more members than fit in the device's
+                available memory (the message says how many fit).
 
         Example:
             >>> import ltfunc
@@ -192,6 +210,7 @@ class MembersStep:
                 self._one._check_buffers(func, f"buffers[{i}]", b, first.device)
                 for i, b in enumerate(buffers)
             ]
+        self._check_memory(func, k, first.dtype, first.device, _memory.check_batch_shape(func, batch_shape))
         plist = [dict(p) for p in params]
         opt = stack([self.optimizer.init(p) for p in plist], name="opt_states", func=func)
         return TrainState(
@@ -236,8 +255,17 @@ class MembersStep:
             (1, torch.Size([2]))
         """
         func = "members_step"
-        fs, k = self._pack(func, states)
+        fs, _ = self._pack(func, states)
         iteration = check_int(func, "states.iteration", states.iteration, 0)
+        fs, metrics = self._flat_step(func, fs, masks, batches, lr)
+        return self._unpack(fs, iteration + 1), metrics
+
+    def _flat_step(
+        self, func: str, fs: _Flat, masks: Any, batches: Batch, lr: float | Tensor
+    ) -> tuple[_Flat, MembersMetrics]:
+        """One step on a flat stacked state from :meth:`_pack` or a previous call (all inputs checked
+        first; the mask and lr checks are cached by identity)."""
+        k = fs.params.shape[0]
         flat_mask = self._flat_mask(func, masks, fs.params)
         x, y = self._check_batch(func, batches, fs.params)
         lr_t = self._lr_tensor(func, lr, k, fs.params.device)
@@ -251,10 +279,64 @@ class MembersStep:
             flat, fs.opt_state, flat_mask, x, y, lr_t, fs.buffers
         )
         self._produced = (new_flat, flat_mask)
-        return self._unpack(_Flat(new_flat, new_opt, new_bufs), iteration + 1), {
-            "loss": loss,
-            "accuracy": acc,
-        }
+        return _Flat(new_flat, new_opt, new_bufs), {"loss": loss, "accuracy": acc}
+
+    def estimate_memory(
+        self, k: int, *, batch_shape: Sequence[int] | None = None, dtype: torch.dtype = torch.float32
+    ) -> int:
+        """An estimate of the bytes one step of K members needs (what :meth:`init` checks).
+
+        Per member: params, optimizer state and buffers twice (a step's new ones exist next
+        to its inputs), the flat mask and the gradients (one value per weight each); with
+        ``batch_shape``, also the activations: twice the bytes of every operation output
+        (views and in-place results not counted) of the model's forward pass over one
+        ``(B, ...)`` batch (kept for the backward pass, plus their gradients), and the batch.
+        The forward pass is traced once on the meta device (no memory, no computation); a
+        model that cannot run there counts no activations. Compiled kernels fuse and free
+        intermediate results, so this errs on the high side.
+
+        Args:
+            k: Number of members (``>= 1``).
+            batch_shape: One member's input batch shape ``(B, ...)``, or ``None``.
+            dtype: The params' floating-point dtype.
+
+        Returns:
+            Bytes, an int.
+
+        Raises:
+            TypeError, ValueError: ``k`` not an int ``>= 1``, a ``batch_shape`` that is not
+                a tuple of ints ``>= 1``, a ``dtype`` that is not a floating-point dtype.
+
+        Example:
+            >>> import ltfunc
+            >>> vstep = make_members_step(ltfunc.models.lenet300(), ltfunc.optim.sgd())
+            >>> vstep.estimate_memory(2)  # SGD: params x 2, mask, grads (+ the step counters)
+            8531552
+            >>> round(vstep.estimate_memory(2, batch_shape=(60, 1, 28, 28)) / 2**20, 1)  # MiB
+            9.2
+        """
+        func = "estimate_memory"
+        check_int(func, "k", k, 1)
+        shape = _memory.check_batch_shape(func, batch_shape)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"{func}: dtype must be a floating-point torch.dtype, got {dtype!r}")
+        state, acts = self._per_member(dtype, shape)
+        return k * (state + acts)
+
+    def _per_member(self, dtype: torch.dtype, batch_shape: tuple[int, ...] | None) -> tuple[int, int]:
+        """(state bytes, activation bytes) of one member, cached; see :meth:`estimate_memory`."""
+        key = (dtype, batch_shape)
+        if key not in self._member_bytes:
+            self._member_bytes[key] = _memory.member_bytes(
+                self.model, self.optimizer, self.layout, self._one._buffer_specs, dtype, batch_shape
+            )
+        return self._member_bytes[key]
+
+    def _check_memory(
+        self, func: str, k: int, dtype: torch.dtype, device: torch.device, batch_shape: tuple[int, ...] | None
+    ) -> None:
+        """Refuse K members whose estimated memory exceeds what ``device`` has available."""
+        _memory.check_memory(func, k, self._per_member(dtype, batch_shape), device, batch_shape)
 
     # Flat form ------------------------------------------------------------------------------
     def _views(self, flat: Tensor) -> Params:

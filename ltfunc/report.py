@@ -36,6 +36,7 @@ __all__ = [
     "SUMMARY_FIELDS",
     "aggregate",
     "format_table",
+    "run_structure",
     "summary_rows",
     "write_csv",
 ]
@@ -137,16 +138,19 @@ def _check_rows(func: str, rows: Any, needed: Sequence[str]) -> list[Mapping[str
     return rows
 
 
-def format_table(rows: Iterable[Mapping[str, Any]]) -> str:
+def format_table(rows: Iterable[Mapping[str, Any]], *, structure: str | None = None) -> str:
     """Render rows as an aligned plain-text table (what ``ltfunc report`` prints).
 
     Accepts either :func:`summary_rows` rows (one run) or :func:`aggregate` rows (several
     seeds, shown as ``mean ± std`` with the number of runs ``n``). Weights remaining are in
     percent; accuracies are shown in percent with two decimals; missing values print as ``-``.
-    A blank line separates conditions.
+    A blank line separates conditions. A structured run's table starts with the line
+    ``structure: <spec>`` (``structure``, e.g. from :func:`run_structure`).
 
     Args:
         rows: Rows from :func:`summary_rows` or :func:`aggregate` (detected by the ``n`` key).
+        structure: The runs' pruning structure (``"2:4"``, ``"block:4x4"``); ``None``:
+            unstructured, no extra line.
 
     Returns:
         The table as one string (no trailing newline); ``"(no finished rounds)"`` when
@@ -167,6 +171,10 @@ def format_table(rows: Iterable[Mapping[str, Any]]) -> str:
         ticket         1      80.00           4200           98.12            98.25            98.01    61.5
     """
     rows = _check_rows("format_table", rows, ("condition", "round"))
+    if structure is not None and not isinstance(structure, str):
+        raise TypeError(f"format_table: structure must be a string such as '2:4' or None, got {structure!r}")
+    if structure is not None:
+        return f"structure: {structure}\n{format_table(rows)}"
     if not rows:
         return "(no finished rounds)"
     if "n" in rows[0]:
@@ -225,6 +233,29 @@ def format_table(rows: Iterable[Mapping[str, Any]]) -> str:
         lines.append(render(cells))
         previous = r["condition"]
     return "\n".join(lines)
+
+
+def run_structure(run_dir: PathLike) -> str | None:
+    """The pruning structure a run used, from its ``config.json`` (``None``: unstructured).
+
+    Args:
+        run_dir: A run directory.
+
+    Returns:
+        ``"2:4"``, ``"block:4x4"``, ... or ``None`` (also for runs written before the field).
+
+    Raises:
+        TypeError, FileNotFoundError, NotADirectoryError, ValueError: As in :func:`summary_rows`.
+
+    Example:
+        >>> import tempfile
+        >>> from ltfunc.report import _example_run, run_structure
+        >>> print(run_structure(_example_run(tempfile.mkdtemp(), rounds=1)))
+        None
+    """
+    func = "run_structure"
+    value = rundir.read_config_dict(func, rundir.open_run(func, run_dir)).get("structure")
+    return None if value is None else str(value)
 
 
 # --------------------------------------------------------------------------------------------

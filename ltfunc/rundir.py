@@ -556,6 +556,11 @@ def read_metrics(func: str, path: Path, *, finished: bool = True) -> list[dict[s
     return out
 
 
+def round_metrics(func: str, run_dir: Path, condition: str, k: int) -> list[dict[str, Any]]:
+    """The evaluation records of a finished round (its ``metrics.jsonl``)."""
+    return read_metrics(func, round_dir(run_dir, condition, k) / "metrics.jsonl")
+
+
 class MetricsLog:
     """Appends one JSON line per evaluation while a round runs (visible live), then rewrites it whole."""
 

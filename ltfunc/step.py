@@ -125,11 +125,20 @@ class TrainStep:
         0
     """
 
-    def __init__(self, model: nn.Module, optimizer: Optimizer, loss_fn: LossFn, *, compile: bool) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: Optimizer,
+        loss_fn: LossFn,
+        *,
+        compile: bool,
+        grad_reduce: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
         self.model = model
         self.optimizer = optimizer
         self.loss_fn = loss_fn
         self.compiled = compile
+        self.grad_reduce = grad_reduce
         # BatchNorm with momentum=None (a cumulative average) reads num_batches_tracked on the
         # host in training mode: not traceable
         self._cma_modules = tuple(
@@ -175,7 +184,7 @@ class TrainStep:
 
     def _make_core(self) -> Callable[..., Any]:
         model, loss_fn, optimizer, layout = self.model, self.loss_fn, self.optimizer, self.layout
-        names = layout.names
+        names, grad_reduce = layout.names, self.grad_reduce
 
         def masked_step(
             flat: Tensor,
@@ -203,10 +212,12 @@ class TrainStep:
             # concatenated into flat outputs: inductor then writes each fused per-tensor loop
             # straight into its slice of the output buffers, and reads each gradient where its
             # matmul left it (concatenating the gradients first costs an extra copy of them).
+            accuracy = (logits.argmax(-1) == y).to(loss.dtype).mean()
+            if grad_reduce is not None:  # data-parallel: one all-reduce of grads, loss and accuracy
+                grads, loss, accuracy = _reduce_grads(grad_reduce, layout, grads, loss, accuracy)
             grads = {n: grads[n] * mask[n] for n in names}
             new, new_state = optimizer.update(grads, _state_views(opt_state, layout), params, lr)
             new_flat = torch.cat([(new[n] * mask[n]).reshape(-1) for n in names])
-            accuracy = (logits.argmax(-1) == y).to(loss.dtype).mean()
             return new_flat, _state_flat(new_state, layout), loss.detach(), accuracy, new_buffers
 
         return masked_step
@@ -537,6 +548,7 @@ def make_train_step(
     loss_fn: LossFn = F.cross_entropy,
     *,
     compile: bool = True,
+    grad_reduce: Callable[[Tensor], Tensor] | None = None,
 ) -> TrainStep:
     """Make the masked training step ``state, metrics = step(state, mask, (x, y), lr)``.
 
@@ -568,13 +580,17 @@ def make_train_step(
         loss_fn: ``loss_fn(logits, y) -> scalar`` (a batch mean); default cross-entropy.
         compile: ``torch.compile`` the step (default, ``fullgraph=True``). ``False`` runs the
             same function eagerly (same results up to float rounding; for debugging).
+        grad_reduce: Data-parallel training: ``grad_reduce(t) -> t'``, the mean of a 1-D tensor
+            across processes (e.g. :meth:`ltfunc.distributed.DataParallel.mean`; traceable when
+            compiled), applied once per step to the gradients, loss and accuracy concatenated,
+            before the mask and the update. ``None`` (default): one process.
 
     Returns:
         A :class:`TrainStep`.
 
     Raises:
         TypeError: ``model`` not a module, ``optimizer`` not an :class:`Optimizer`,
-            ``loss_fn`` not callable, ``compile`` not a bool.
+            ``loss_fn`` or ``grad_reduce`` not callable, ``compile`` not a bool.
         ValueError: A model without parameters.
 
     Calling the step raises (before any computation) ``TypeError``/``ValueError`` for a
@@ -617,6 +633,17 @@ def make_train_step(
         )
     check_callable(func, "loss_fn", loss_fn, "callable(logits, y) -> loss")
     check_bool(func, "compile", compile)
+    check_callable(func, "grad_reduce", grad_reduce, "callable(tensor) -> tensor", optional=True)
     if not any(True for _ in model.parameters()):
         raise ValueError(f"{func}: {type(model).__name__} has no parameters to train")
-    return TrainStep(model, optimizer, loss_fn, compile=compile)
+    return TrainStep(model, optimizer, loss_fn, compile=compile, grad_reduce=grad_reduce)
+
+
+def _reduce_grads(
+    reduce: Callable[[Tensor], Tensor], layout: FlatLayout, grads: Params, loss: Tensor, accuracy: Tensor
+) -> tuple[Params, Tensor, Tensor]:
+    """``reduce`` (a mean across processes) of the gradients, loss and accuracy as one flat tensor."""
+    parts = [grads[n].reshape(-1) for n in layout.names]
+    flat = reduce(torch.cat([*parts, loss.detach().reshape(1), accuracy.reshape(1).to(loss.dtype)]))
+    n = layout.numel
+    return layout.views(flat[:n]), flat[n], flat[n + 1]

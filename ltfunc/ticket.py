@@ -36,8 +36,9 @@ from ._types import Params
 from .masks import Mask
 from .models import init_params
 from .params import get_buffers, snapshot
-from .prune import SCOPES, Rates, _magnitude, magnitude, random_like
-from .trainer import Record, Trainer, Weights, _copy, _train_round, as_weights
+from .prune import SCOPES, Rates, _check_structured_rounds, _magnitude, magnitude, random_like
+from .structured import Structure, _parse
+from .trainer import Record, RoundTraining, Trainer, Weights, _copy, _train_round, as_weights
 
 __all__ = [
     "BASELINES",
@@ -162,6 +163,7 @@ def next_mask(
     rate: float | Rates,
     scope: str = "layer",
     schedule: str = "rate",
+    structure: str | Structure | None = None,
 ) -> Mask:
     """The mask of round ``round``: magnitude-prune the trained ``params`` under ``mask``.
 
@@ -172,6 +174,7 @@ def next_mask(
         rate: Per-round fraction or :class:`ltfunc.Rates` (per class and per parameter).
         scope: ``"layer"`` or ``"global"`` (see :func:`ltfunc.prune.magnitude`).
         schedule: ``"rate"`` or ``"sparsity"`` (see :func:`round_rates`).
+        structure: ``None``, ``"N:M"`` or ``"block:RxC"`` (see :func:`ltfunc.prune.magnitude`).
 
     Returns:
         A new mask; pruned weights stay pruned.
@@ -188,7 +191,8 @@ def next_mask(
         >>> round(ltfunc.masks.density(m1), 4), round(ltfunc.masks.density(m2), 4)
         (0.8, 0.64)
     """
-    return magnitude(params, mask, scope=scope, **round_rates(rate, round, schedule))  # type: ignore[arg-type]
+    kwargs = round_rates(rate, round, schedule)
+    return magnitude(params, mask, scope=scope, structure=structure, **kwargs)  # type: ignore[arg-type]
 
 
 def derive_seed(seed: int, condition: str, round: int) -> int:
@@ -222,6 +226,7 @@ def baseline_start(
     *,
     model: nn.Module,
     seed: int,
+    structure: str | Structure | None = None,
 ) -> tuple[Mask, Weights]:
     """The mask and starting weights of a baseline for one ticket round.
 
@@ -235,6 +240,8 @@ def baseline_start(
         ticket_start: The unmasked weights the ticket's survivors were reset to (θ0 / θk).
         model: Template module (architecture, init scheme and initial buffers for ``"reinit"``).
         seed: Seed of the baseline's draw (see :func:`derive_seed`).
+        structure: The ticket's structure: ``"random_prune"`` draws a random mask of it
+            (:func:`ltfunc.prune.random_like` with ``structure=``); ``None``: unstructured.
 
     Returns:
         ``(mask, start)``.
@@ -252,6 +259,7 @@ def baseline_start(
         (True, False)
     """
     check_choice("baseline_start", "condition", condition, BASELINES)
+    _parse("baseline_start", "structure", structure)
     if not isinstance(ticket_start, Weights):
         raise TypeError(
             "baseline_start: ticket_start must be ltfunc.Weights(params, buffers), "
@@ -265,7 +273,7 @@ def baseline_start(
         fresh = {k: v.to(params[k].device) for k, v in init_params(template, seed).items()}
         buffers = {k: v.to(params[next(iter(params))].device) for k, v in get_buffers(template).items()}
         return ticket_mask, Weights(snapshot(_masks._apply(ticket_mask, fresh)), buffers)
-    mask = random_like(ticket_mask, seed=seed)
+    mask = random_like(ticket_mask, seed=seed, structure=structure)
     return mask, _reset(ticket_start, mask)  # type: ignore[return-value]
 
 
@@ -362,12 +370,77 @@ def dense_round(
 def _dense_round(
     trainer: Trainer, init: Weights, rewind: int, mask: Mask | None, hooks: RoundHooks
 ) -> RoundResult:
-    mask = _masks.ones(trainer.step.model) if mask is None else mask
+    return _run_plan(trainer, _plan_dense(trainer.step.model, init, rewind, mask), hooks)
+
+
+class _Plan(NamedTuple):
+    """A round ready to train: everything :func:`ltfunc.trainer.train_round` needs, and the rest."""
+
+    condition: str
+    round: int
+    mask: Mask
+    start: Weights
+    start_iteration: int
+    capture_at: int | None
+    point: Weights | None = None
+    """Round 0 when resetting: θ0, the rewind point (else the weights captured at ``capture_at``)."""
+
+
+def _plan_dense(model: nn.Module, init: Weights, rewind: int, mask: Mask | None) -> _Plan:
+    mask = _masks.ones(model) if mask is None else mask
     start: Weights = _reset(init, mask)  # type: ignore[assignment]
-    on_record, bar = hooks("ticket", 0)
-    out = _train_round(trainer, start, mask, 0, rewind, on_record, bar)
-    point = _copy(init) if rewind == 0 else out.captured
-    return RoundResult("ticket", 0, mask, start, out.final, out.history, point)
+    return _Plan("ticket", 0, mask, start, 0, rewind, _copy(init) if rewind == 0 else None)
+
+
+def _plan_ticket(
+    previous: RoundResult,
+    rewind_point: Weights,
+    rate: float | Rates,
+    scope: str,
+    schedule: str,
+    rewind: int,
+    structure: str | Structure | None,
+) -> _Plan:
+    k = previous.round + 1
+    kwargs = round_rates(rate, k, schedule)
+    mask = _magnitude(previous.final.params, previous.mask, scope=scope, structure=structure, **kwargs)  # type: ignore[arg-type]
+    start: Weights = _reset(rewind_point, mask)  # type: ignore[assignment]
+    return _Plan("ticket", k, mask, start, rewind, None)
+
+
+def _plan_baseline(
+    condition: str,
+    k: int,
+    ticket_mask: Mask,
+    rewind_point: Weights,
+    model: nn.Module,
+    seed: int,
+    rewind: int,
+    structure: str | Structure | None,
+) -> _Plan:
+    mask, start = baseline_start(
+        condition,
+        ticket_mask,
+        rewind_point,
+        model=model,
+        seed=derive_seed(seed, condition, k),
+        structure=structure,
+    )
+    return _Plan(condition, k, mask, start, rewind, None)
+
+
+def _finish(plan: _Plan, out: RoundTraining) -> RoundResult:
+    """The :class:`RoundResult` of a trained plan (round 0 of the ticket keeps its rewind point)."""
+    point = None
+    if plan.condition == "ticket" and plan.round == 0:
+        point = plan.point if plan.point is not None else out.captured
+    return RoundResult(plan.condition, plan.round, plan.mask, plan.start, out.final, out.history, point)
+
+
+def _run_plan(trainer: Trainer, plan: _Plan, hooks: RoundHooks) -> RoundResult:
+    on_record, bar = hooks(plan.condition, plan.round)
+    out = _train_round(trainer, plan.start, plan.mask, plan.start_iteration, plan.capture_at, on_record, bar)
+    return _finish(plan, out)
 
 
 def imp_round(
@@ -380,6 +453,7 @@ def imp_round(
     schedule: str = "rate",
     rewind: int = 0,
     hooks: RoundHooks | None = None,
+    structure: str | Structure | None = None,
 ) -> RoundResult:
     """One IMP round: prune ``previous``'s trained weights, reset/rewind the survivors, retrain.
 
@@ -393,6 +467,7 @@ def imp_round(
         schedule: ``"rate"`` or ``"sparsity"`` (see :func:`round_rates`).
         rewind: The iteration ``rewind_point`` belongs to; training resumes there.
         hooks: Per-round record sink and progress bar, see :data:`RoundHooks`.
+        structure: ``None``, ``"N:M"`` or ``"block:RxC"`` (see :func:`ltfunc.prune.magnitude`).
 
     Returns:
         The ``"ticket"`` :class:`RoundResult` of round ``previous.round + 1``.
@@ -410,7 +485,10 @@ def imp_round(
     point = as_weights(func, "rewind_point", rewind_point, trainer.step.model)
     round_rates(rate, 1, schedule)
     check_choice(func, "scope", scope, SCOPES)
-    return _imp_round(trainer, previous, point, rate, scope, schedule, rewind, hooks or _no_hooks)
+    s = _parse(func, "structure", structure)
+    return _imp_round(
+        trainer, previous, point, rate, scope, schedule, rewind, hooks or _no_hooks, structure=s
+    )
 
 
 def _imp_round(
@@ -422,13 +500,10 @@ def _imp_round(
     schedule: str,
     rewind: int,
     hooks: RoundHooks,
+    structure: str | Structure | None = None,
 ) -> RoundResult:
-    k = previous.round + 1
-    mask = _magnitude(previous.final.params, previous.mask, scope=scope, **round_rates(rate, k, schedule))  # type: ignore[arg-type]
-    start: Weights = _reset(rewind_point, mask)  # type: ignore[assignment]
-    on_record, bar = hooks("ticket", k)
-    out = _train_round(trainer, start, mask, rewind, None, on_record, bar)
-    return RoundResult("ticket", k, mask, start, out.final, out.history)
+    plan = _plan_ticket(previous, rewind_point, rate, scope, schedule, rewind, structure)
+    return _run_plan(trainer, plan, hooks)
 
 
 def baseline_round(
@@ -441,6 +516,7 @@ def baseline_round(
     seed: int,
     rewind: int = 0,
     hooks: RoundHooks | None = None,
+    structure: str | Structure | None = None,
 ) -> RoundResult:
     """Train a baseline of a ticket round with the same iterations and data order.
 
@@ -454,6 +530,7 @@ def baseline_round(
         seed: Experiment seed; the draw uses ``derive_seed(seed, condition, ticket.round)``.
         rewind: Iteration training starts at, as for the ticket.
         hooks: Per-round record sink and progress bar, see :data:`RoundHooks`.
+        structure: The ticket's structure (see :func:`baseline_start`).
 
     Returns:
         A :class:`RoundResult` with ``condition`` and the ticket's round index.
@@ -472,7 +549,9 @@ def baseline_round(
     check_int(func, "seed", seed)
     _check_rewind(func, trainer, rewind)
     point = as_weights(func, "rewind_point", rewind_point, trainer.step.model)
-    return _baseline_round(trainer, condition, ticket, point, model, seed, rewind, hooks or _no_hooks)
+    s = _parse(func, "structure", structure)
+    hooks = hooks or _no_hooks
+    return _baseline_round(trainer, condition, ticket, point, model, seed, rewind, hooks, structure=s)
 
 
 def _baseline_round(
@@ -484,13 +563,29 @@ def _baseline_round(
     seed: int,
     rewind: int,
     hooks: RoundHooks,
+    structure: str | Structure | None = None,
 ) -> RoundResult:
-    mask, start = baseline_start(
-        condition, ticket.mask, rewind_point, model=model, seed=derive_seed(seed, condition, ticket.round)
+    k, mask = ticket.round, ticket.mask
+    return _baseline_of(
+        trainer, condition, k, mask, rewind_point, model, seed, rewind, hooks, structure=structure
     )
-    on_record, bar = hooks(condition, ticket.round)
-    out = _train_round(trainer, start, mask, rewind, None, on_record, bar)
-    return RoundResult(condition, ticket.round, mask, start, out.final, out.history)
+
+
+def _baseline_of(
+    trainer: Trainer,
+    condition: str,
+    k: int,
+    ticket_mask: Mask,
+    rewind_point: Weights,
+    model: nn.Module,
+    seed: int,
+    rewind: int,
+    hooks: RoundHooks,
+    structure: str | Structure | None = None,
+) -> RoundResult:
+    """The baseline ``condition`` of ticket round ``k`` given only that round's mask."""
+    plan = _plan_baseline(condition, k, ticket_mask, rewind_point, model, seed, rewind, structure)
+    return _run_plan(trainer, plan, hooks)
 
 
 def imp(
@@ -506,6 +601,7 @@ def imp(
     previous: RoundResult | None = None,
     rewind_point: Weights | None = None,
     hooks: RoundHooks | None = None,
+    structure: str | Structure | None = None,
 ) -> Iterator[RoundResult]:
     """Iterative magnitude pruning: yield the dense round 0, then the pruned rounds up to ``rounds``.
 
@@ -528,6 +624,10 @@ def imp(
         previous: Continue after this finished ticket round (``None``: start at round 0).
         rewind_point: With ``previous``: round 0's :attr:`RoundResult.rewind_point`.
         hooks: Per-round record sink and progress bar, see :data:`RoundHooks`.
+        structure: ``None``, ``"N:M"`` or ``"block:RxC"``: every round prunes under it
+            (:func:`ltfunc.prune.magnitude`); a structure that does not fit the mask, or a
+            round that could not prune any layer further (N:M reached, no whole block left
+            to remove), is refused before any training.
 
     Returns:
         An iterator of ``"ticket"`` :class:`RoundResult` for the rounds up to ``rounds``,
@@ -563,7 +663,16 @@ def imp(
         if rewind_point is None:
             raise ValueError(f"{func}: previous= needs rewind_point= (round 0's rewind_point) to continue")
         point = as_weights(func, "rewind_point", rewind_point, trainer.step.model)
-    return _imp_rounds(trainer, weights, rounds, rate, scope, schedule, rewind, mask, previous, point, hooks)
+    s = _parse(func, "structure", structure)
+    if s is not None:
+        first = 1 if previous is None else previous.round + 1
+        start = previous.mask if previous is not None else mask
+        start = _masks.ones(trainer.step.model) if start is None else start
+        plans = [round_rates(rate, k, schedule) for k in range(first, rounds + 1)]
+        _check_structured_rounds(func, s, start, plans, scope, first)
+    return _imp_rounds(
+        trainer, weights, rounds, rate, scope, schedule, rewind, mask, previous, point, hooks, structure=s
+    )
 
 
 def _imp_rounds(
@@ -578,6 +687,7 @@ def _imp_rounds(
     previous: RoundResult | None,
     point: Weights | None,
     hooks: RoundHooks | None,
+    structure: str | Structure | None = None,
 ) -> Iterator[RoundResult]:
     hooks = hooks or _no_hooks
     if previous is None:
@@ -586,5 +696,7 @@ def _imp_rounds(
         yield previous
     assert point is not None
     for _ in range(previous.round, rounds):
-        previous = _imp_round(trainer, previous, point, rate, scope, schedule, rewind, hooks)
+        previous = _imp_round(
+            trainer, previous, point, rate, scope, schedule, rewind, hooks, structure=structure
+        )
         yield previous

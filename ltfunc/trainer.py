@@ -10,7 +10,7 @@ learning rates and optimizer states are tensors, so nothing recompiles.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torch import Tensor, nn
 
@@ -21,8 +21,12 @@ from .data import Split, batches
 from .evaluation import evaluate
 from .masks import Mask
 from .params import get_buffers, get_params, snapshot
+from .sparse_step import SPARSE_MODES
 from .step import TrainStep
 from .train import Schedule, fit
+
+if TYPE_CHECKING:
+    from .distributed import DataParallel
 
 __all__ = [
     "Evaluator",
@@ -116,6 +120,14 @@ class Trainer(NamedTuple):
     augment: bool | str = False
     """Augmentation of the training batches, passed to :func:`ltfunc.data.batches` as
     ``augment=`` (``False``: none)."""
+    parallel: DataParallel | None = None
+    """Data-parallel training (:mod:`ltfunc.distributed`): each rank trains on its shard of
+    every batch of ``batch_size`` and BatchNorm statistics are averaged at evaluation points;
+    ``None``: one process."""
+    sparse: str = "off"
+    """Sparse training mode (:mod:`ltfunc.sparse_step`): ``"auto"``/``"on"`` build each round's
+    step from its mask with Linear weights held as values (same numbers to float rounding);
+    ``"off"``: the dense masked :attr:`step` for every round."""
 
 
 class RoundTraining(NamedTuple):
@@ -140,6 +152,8 @@ def make_trainer(
     eval_every: int | None = None,
     evaluate: Evaluator | None = None,
     augment: bool | str = False,
+    parallel: DataParallel | None = None,
+    sparse: str = "off",
 ) -> Trainer:
     """Bundle what every round needs into a :class:`Trainer` (validated once).
 
@@ -158,6 +172,13 @@ def make_trainer(
         augment: Augment the training batches: ``augment=`` of :func:`ltfunc.data.batches`
             (``True`` or a recipe name; ``False``: none). Seeded per batch, so every round
             sees the same augmented batches.
+        parallel: Data-parallel training (:func:`ltfunc.distributed.init`): ``batch_size`` is
+            the global batch, each rank trains on its ``batch_size / world_size`` rows; the
+            step must average gradients (``make_train_step(..., grad_reduce=parallel.mean)``).
+        sparse: ``"off"`` (default), ``"auto"`` or ``"on"``: ``sparse=`` of
+            :func:`ltfunc.make_sparse_train_step`, which each round's step is then made with
+            from the round's mask and ``step``'s model, optimizer, loss and ``compile``
+            (one compile per round). Not with ``parallel``.
 
     Returns:
         The :class:`Trainer`.
@@ -165,7 +186,8 @@ def make_trainer(
     Raises:
         TypeError: ``step`` not a step of :func:`ltfunc.make_train_step`, ``evaluate`` not
             callable, or numbers of the wrong type.
-        ValueError: Numbers out of range.
+        ValueError: Numbers out of range; ``parallel`` with a world size that does not divide
+            ``batch_size`` or a step without ``grad_reduce``.
 
     Example:
         >>> import torch, ltfunc
@@ -198,7 +220,36 @@ def make_trainer(
         raise TypeError(f"{func}: augment must be a bool or a recipe name, got {augment!r}")
     if isinstance(augment, str):
         check_choice(func, "augment", augment, AUGMENTATIONS)
-    return Trainer(step, train, iterations, batch_size, lr, data_seed, eval_every, evaluate, augment)
+    if parallel is not None:
+        _check_parallel(func, parallel, step, batch_size)
+    check_choice(func, "sparse", sparse, SPARSE_MODES)
+    if sparse != "off" and parallel is not None:
+        raise ValueError(
+            f"{func}: sparse={sparse!r} does not combine with parallel training; use sparse='off'"
+        )
+    return Trainer(
+        step, train, iterations, batch_size, lr, data_seed, eval_every, evaluate, augment, parallel, sparse
+    )
+
+
+def _check_parallel(func: str, parallel: Any, step: TrainStep, batch_size: int) -> None:
+    from .distributed import DataParallel
+
+    if not isinstance(parallel, DataParallel):
+        raise TypeError(
+            f"{func}: parallel must be None or an ltfunc.distributed.DataParallel, "
+            f"got {type(parallel).__name__}"
+        )
+    if batch_size % parallel.world_size:
+        raise ValueError(
+            f"{func}: the world size {parallel.world_size} does not divide batch_size={batch_size} "
+            "(each rank trains on batch_size / world_size examples)"
+        )
+    if parallel.world_size > 1 and step.grad_reduce is None:
+        raise ValueError(
+            f"{func}: parallel training needs a step that averages gradients across ranks: "
+            "make_train_step(..., grad_reduce=parallel.mean)"
+        )
 
 
 def make_evaluator(
@@ -348,8 +399,17 @@ def _train_round(
         seed=trainer.data_seed,
         augment=trainer.augment,
         start=start_iteration,  # = islice(..., start_iteration, None) without gathering the skipped batches
+        shard=None if trainer.parallel is None else (trainer.parallel.rank, trainer.parallel.world_size),
     )
-    state = trainer.step.init(dict(start.params), buffers=dict(start.buffers), iteration=start_iteration)
+    step = trainer.step
+    if trainer.sparse != "off":  # one step per round, built from the round's fixed mask
+        from .sparse_step import make_sparse_train_step
+
+        sparse_step = make_sparse_train_step(
+            step.model, step.optimizer, mask, step.loss_fn, compile=step.compiled, sparse=trainer.sparse
+        )
+        step = sparse_step if sparse_step.sparse_layers else step  # none chosen: the shared dense step
+    state = step.init(dict(start.params), buffers=dict(start.buffers), iteration=start_iteration)
     captured = _copy(start) if capture_at == start_iteration else None
     tick = None if progress is None else (lambda _done, _of: progress.update(1))
     history: list[Record] = []
@@ -361,7 +421,7 @@ def _train_round(
         seen.clear()
         steps = point - state.iteration
         state = fit(
-            trainer.step,
+            step,
             state,
             mask,
             stream,
@@ -373,6 +433,10 @@ def _train_round(
         )
         loss_sum += seen[-1] * steps
         loss_steps += steps
+        if trainer.parallel is not None and state.buffers:  # every rank evaluates and keeps the mean
+            from .distributed import sync_buffers
+
+            state = state._replace(buffers=sync_buffers(trainer.parallel, state.buffers))
         weights = Weights(state.params, state.buffers)
         if point == capture_at:
             captured = _copy(weights)

@@ -206,8 +206,9 @@ def test_kill_9_mid_round_then_rerun_matches_an_uninterrupted_run(
     cmd = [
         sys.executable, "-m", "ltfunc", *RECIPE_CLI, "--model", "resnet20",
         "--data-root", str(cifar_root), "--runs-dir", str(tmp_path), "--name", "k",
+        "--parallel", "sequential",
     ]  # fmt: skip
-    # the same thread count as this process (which made resnet20_run): bit-identical weights
+    # one process with the same thread count as this one (which made resnet20_run): bit-identical weights
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     run = tmp_path / "k"
     target = round_dir(run, "ticket", 1) / "metrics.jsonl"

@@ -619,3 +619,13 @@ def test_cuda_matches_cpu(lenet_params: dict[str, Tensor]) -> None:
     assert rnd.to("cpu") == prune.random(lenet_params, cpu_mask, rate=0.2, seed=0)
     with pytest.raises(ValueError, match=r"magnitude: mask.*is on cpu"):
         prune.magnitude(cuda_params, cpu_mask, rate=0.2)
+
+
+def test_no_structure_is_the_unstructured_pruning(conv2_params: dict[str, torch.Tensor]) -> None:
+    start = masks.ones(conv2_params)
+    plain = prune.magnitude(conv2_params, start, rate=0.3, scope="global")
+    for spec in (None, "none", "unstructured"):
+        assert prune.magnitude(conv2_params, start, rate=0.3, scope="global", structure=spec) == plain
+        assert prune.random(conv2_params, start, rate=0.3, seed=2, structure=spec) == prune.random(
+            conv2_params, start, rate=0.3, seed=2
+        )

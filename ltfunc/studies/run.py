@@ -15,7 +15,8 @@ from typing import Any, NamedTuple
 
 from .. import report
 from .._checks import check_bool
-from ..experiment import RunResult, run_imp
+from ..experiment import RunResult
+from ..parallel import run_many
 from .machine import _record_machine, machine_info
 from .registry import (
     Study,
@@ -62,12 +63,16 @@ def run_study(
     compile: bool | None = None,
     progress: bool = True,
     download: bool | None = None,
+    parallel: str = "auto",
+    workers: int | None = None,
 ) -> tuple[RunResult, ...]:
-    """Run (or resume) every seed of a study in turn into ``RUNS_DIR/<prefix>-seed<k>``.
+    """Run (or resume) every seed of a study into ``RUNS_DIR/<prefix>-seed<k>``.
 
-    Each seed is one :func:`ltfunc.run_imp` call (ticket rounds and both baselines); finished
-    rounds are skipped, an unfinished round is redone from its start. The machine is added to
-    the run's ``machines.json``.
+    The seeds' runs (ticket rounds and both baselines) go to :func:`ltfunc.parallel.run_many`:
+    on a CPU with two or more cores their trainings are spread over single-threaded worker
+    processes, otherwise they run one after the other; finished rounds are skipped, an
+    unfinished round is redone from its start. The machine is added to each run's
+    ``machines.json``.
 
     Args:
         study: A name of :data:`STUDIES` or a :class:`Study`.
@@ -79,6 +84,8 @@ def run_study(
         compile: ``torch.compile`` the step (default ``True``).
         progress: Show progress bars (and a line per seed on stderr).
         download: Passed to :func:`ltfunc.run_imp`.
+        parallel: ``"auto"``, ``"processes"`` or ``"sequential"`` (:func:`ltfunc.parallel.run_many`).
+        workers: Worker processes (default: one per core).
 
     Returns:
         The :class:`ltfunc.experiment.RunResult` of every seed.
@@ -94,29 +101,31 @@ def run_study(
         >>> results = run_study("lenet-mnist", [0], overrides={"iterations": 300})  # doctest: +SKIP
     """
     func = "run_study"
-    runs = _check_path(func, "runs_dir", runs_dir)
+    root = _check_path(func, "runs_dir", runs_dir)
     check_bool(func, "progress", progress)
     s = get_study(study)
     ovr = _check_overrides(func, overrides)
     configs = study_configs(s, seeds, overrides=ovr, device=device, compile=compile)
     prefix = run_name(s, ovr)
-    results = []
-    for i, config in enumerate(configs):
-        run_dir = runs / f"{prefix}-seed{config.seed}"
-        if progress:
-            print(
-                f"reproduce {s.name}: seed {config.seed} ({i + 1}/{len(configs)}) -> {run_dir}",
-                file=sys.stderr,
-                flush=True,
-            )
-        try:
-            results.append(
-                run_imp(config, run_dir, data_root=data_root, progress=progress, download=download)
-            )
-        finally:
+    runs = [(config, root / f"{prefix}-seed{config.seed}") for config in configs]
+    if progress:
+        for i, (config, run_dir) in enumerate(runs):
+            where = f"seed {config.seed} ({i + 1}/{len(runs)}) -> {run_dir}"
+            print(f"reproduce {s.name}: {where}", file=sys.stderr, flush=True)
+    try:
+        results = run_many(
+            runs,
+            parallel=parallel,
+            workers=workers,
+            data_root=data_root,
+            progress=progress,
+            download=download,
+        )
+    finally:
+        for config, run_dir in runs:
             if _holds(run_dir, config):  # the run started (and maybe trained) on this machine
                 _record_machine(run_dir, machine_info(config.device))
-    return tuple(results)
+    return results
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,6 +290,8 @@ def reproduce(
     download: bool | None = None,
     collect_only: bool = False,
     force: bool = False,
+    parallel: str = "auto",
+    workers: int | None = None,
 ) -> CollectResult:
     """Run (resumably) every seed of a study, then :func:`collect` its results (``ltfunc reproduce``).
 
@@ -299,6 +310,8 @@ def reproduce(
         collect_only: Train nothing; collect whatever rounds have finished.
         force: Replace results in ``out`` of more finished rounds than the runs have
             (see :func:`collect`).
+        parallel: How the trainings run (see :func:`run_study`).
+        workers: Worker processes (default: one per core).
 
     Returns:
         :class:`CollectResult`.
@@ -335,5 +348,7 @@ def reproduce(
             compile=compile,
             progress=progress,
             download=download,
+            parallel=parallel,
+            workers=workers,
         )
     return collect(s, chosen, runs_dir=runs_dir, out=out, overrides=ovr, force=force)

@@ -1,0 +1,129 @@
+"""The single masked step against JAX and against a roofline floor, interleaved in one process.
+
+    python -m bench.floor [--quick] [--model lenet300|conv2] [--windows 30] [--threads 1,2]
+
+Variants, all on one fixed batch of 60 (Adam, 80% of each layer's weights pruned), timed in
+short interleaved windows (``bench.facade.windows``) so the machine's drift hits all of them
+alike; each is reported as the minimum and the median over the windows, with the spread
+(max / min of the windows):
+
+- ``ltfunc``: ``make_train_step(..., compile=True)``, the state fed back, as in training;
+- ``jax``: the same masked step in JAX + optax, ``jax.jit`` with donated buffers (XLA keeps
+  its own thread pool: ``--threads`` does not change it; see ``bench/README.md``);
+- ``matmul floor``: the bare forward + backward kernels (``bench.cases.floor``);
+- ``roofline floor``: the matmul floor plus one fused pass over the bytes the optimizer update
+  must read and write (params, gradients, Adam's two moments and the mask in; params and
+  moments out), a ``torch.compile``d elementwise kernel over the flat buffers.
+
+Prints a markdown table per thread count with the ratios ltfunc / jax and ltfunc / roofline
+(aims of issue #13: <= 1.0x JAX and <= 1.5x the roofline floor).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from bench import cases
+from bench.facade import windows
+
+
+def _optimizer_pass(name: str) -> Callable[[], None]:
+    """One fused Adam update over flat buffers of the model's size (the bytes the update moves)."""
+    n = sum(p.numel() for p in cases.make_model(name, torch.device("cpu")).parameters())
+    gen = torch.Generator().manual_seed(0)
+    p, g, m, v = (torch.randn(n, generator=gen) for _ in range(4))
+    mask = torch.rand(n, generator=gen) > 0.8
+
+    @torch.compile(fullgraph=True, dynamic=False)
+    def update(p: Tensor, g: Tensor, m: Tensor, v: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        g = g * mask
+        m2 = 0.9 * m + 0.1 * g
+        v2 = 0.999 * v + 0.001 * g * g
+        p2 = (p - 1.2e-3 * m2 / (v2.sqrt() + 1e-8)) * mask
+        return p2, m2, v2
+
+    state = [p, m, v]
+
+    def run() -> None:
+        state[0], state[1], state[2] = update(state[0], g, state[1], state[2], mask)
+
+    for _ in range(3):
+        run()
+    return run
+
+
+def variants(name: str) -> dict[str, Callable[[], None]]:
+    """The timed callables (each one training step, or the floor's kernels)."""
+    device = torch.device("cpu")
+    mask = cases.make_mask(cases.make_model(name, device))
+    x, y = cases.fixed_batch(device)
+    out: dict[str, Callable[[], None]] = {}
+    ours = cases.ltfunc_runner(name, device, "adam", mask, compile=True)
+    out["ltfunc"] = lambda: ours.step(x, y)
+    try:
+        from bench.jax_cases import jax_runner
+
+        jr = jax_runner(name, device, "adam", mask)
+        jx, jy = jr.convert(x, y)
+
+        def jax_step() -> None:
+            jr.step(jx, jy)
+            jr.sync()
+
+        out["jax"] = jax_step
+    except ImportError:  # pragma: no cover - jax not installed
+        pass
+    fl = cases.floor(name, device)
+    out["matmul floor"] = lambda: fl.step(x, y)
+    opt = _optimizer_pass(name)
+
+    def roofline() -> None:
+        fl.step(x, y)
+        opt()
+
+    out["roofline floor"] = roofline
+    for run in out.values():  # compile and warm up outside the timing
+        for _ in range(5):
+            run()
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="few short windows (a smoke test, not a measurement)")
+    p.add_argument("--model", default="lenet300", choices=("lenet300", "conv2"))
+    p.add_argument("--windows", type=int, default=30)
+    p.add_argument("--per-window", type=int, default=50)
+    p.add_argument("--threads", default="1,2")
+    ns = p.parse_args(argv)
+    n_windows, per_window = (3, 3) if ns.quick else (ns.windows, ns.per_window)
+    runs = variants(ns.model)
+    print(f"\n{ns.model}, batch 60, Adam, 80% pruned; torch {torch.__version__}, {platform.machine()}")
+    for threads in (int(t) for t in ns.threads.split(",")):
+        torch.set_num_threads(threads)
+        times = windows(runs, n_windows, per_window)
+        print(f"\n{threads} torch thread(s), {n_windows} interleaved windows of {per_window} steps\n")
+        print("| variant | µs min | µs median | spread (max/min) |")
+        print("|---|---|---|---|")
+        for k, ts in times.items():
+            print(f"| {k} | {min(ts):.0f} | {statistics.median(ts):.0f} | {max(ts) / min(ts):.2f} |")
+        med = {k: statistics.median(ts) for k, ts in times.items()}
+        low = {k: min(ts) for k, ts in times.items()}
+        for ref in ("jax", "roofline floor", "matmul floor"):
+            if ref in med:
+                print(
+                    f"\nltfunc / {ref}: {low['ltfunc'] / low[ref]:.2f}x (min), "
+                    f"{med['ltfunc'] / med[ref]:.2f}x (median)",
+                    end="",
+                )
+        print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""Member throughput: K training runs as one vmapped step vs K single steps vs K processes.
+
+For LeNet-300-100 and Conv-2 (batch 60 per member, MNIST-shaped random data, Adam, an 80%
+random mask) and K = 1, 2, 4, 8, 16 members, the throughput in **member-steps per second**
+(K members advanced by one step each = K member-steps) of
+
+(a) ``members``: one compiled :class:`ltfunc.members.MembersStep` advancing all K members per
+    call (each member its own batch, params, optimizer state and mask), through the flat path
+    :func:`ltfunc.members_train.train_members_round` uses;
+(b) ``sequential``: one compiled :func:`ltfunc.make_train_step` step called K times, once per
+    member, through the flat path :func:`ltfunc.fit` uses (one step object alternates between
+    K states, so it re-masks each member's params on entry: one elementwise product per step);
+(c) ``processes``: K worker processes (``multiprocessing`` spawn), each with
+    ``torch.set_num_threads(1)`` and its own compiled step, training its own member; the wall
+    time of a fixed number of steps, all workers started together after their warm-up
+    (process start and compilation excluded), repeated a few times.
+
+(a) and (b) run in this process (``--threads N``: ``torch.set_num_threads(N)``), interleaved in
+short windows (:func:`bench.facade.windows`); the table gives the best window and the median
+window. (c) gives the best and the median repeat. Ratios compare medians. On CUDA
+(``--device cuda``) only (a) and (b) run, synchronized at the window edges.
+
+Run ``python -m bench.members [--quick] [--threads N] [--models lenet300,conv2] [--ks 1,2,4]``
+on a quiet machine; it prints a markdown table and the machine (no assertion).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+import ltfunc
+from bench.facade import windows
+from bench.report import format_machine, machine_summary
+from ltfunc.members import make_members_step
+
+BATCH = 60
+LR = 1.2e-3
+KS = (1, 2, 4, 8, 16)
+MODELS = {"lenet300": "LeNet-300-100", "conv2": "Conv-2"}
+N_DATA = 4
+"""Distinct batches cycled through per member (random data: the values do not change the cost)."""
+
+
+def member(
+    name: str, i: int, device: str
+) -> tuple[torch.nn.Module, dict[str, torch.Tensor], ltfunc.masks.Mask]:
+    """Member ``i``'s model, params (seed ``i``) and 80% random mask."""
+    model = ltfunc.models.build(name, seed=i).to(device)
+    params = ltfunc.get_params(model)
+    mask = ltfunc.prune.random(params, ltfunc.masks.ones(params), rate=0.2, seed=i)
+    return model, params, mask
+
+
+def data(k: int, seed: int, device: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``N_DATA`` batches of K members: ``x (K, 60, 1, 28, 28)``, ``y (K, 60)``."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(N_DATA):
+        x = torch.randn(k, BATCH, 1, 28, 28, generator=g)
+        out.append((x.to(device), torch.randint(0, 10, (k, BATCH), generator=g).to(device)))
+    return out
+
+
+def cycle(items: list[Any]) -> Iterator[Any]:
+    while True:
+        yield from items
+
+
+def _variants(
+    model: torch.nn.Module,
+    opt: ltfunc.optim.Optimizer,
+    step: ltfunc.TrainStep,
+    mask: ltfunc.masks.Mask,
+    params: list[dict[str, torch.Tensor]],
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+) -> dict[str, Callable[[], None]]:
+    """(a) and (b) for ``len(params)`` members, each call one step of every member."""
+    k = len(params)
+    vstep = make_members_step(model, opt, compile=True)
+    fs, _ = vstep._pack("bench", vstep.init(params))
+    masks = [mask] * k
+    flats = [step._pack(step.init(p)) for p in params]
+    feed_a, feed_b = cycle(batches), cycle(batches)
+
+    def run_members() -> None:
+        nonlocal fs
+        fs, _ = vstep._flat_step("bench", fs, masks, next(feed_a), LR)
+
+    def run_sequential() -> None:
+        x, y = next(feed_b)
+        for i in range(k):
+            flats[i], _ = step._flat_step(flats[i], mask, (x[i], y[i]), LR)
+
+    return {"members": run_members, "sequential": run_sequential}
+
+
+def in_process(name: str, ks: tuple[int, ...], quick: bool, device: str) -> list[dict[str, Any]]:
+    """(a) and (b) for every K: member-steps/s of the best and the median window."""
+    kmax = max(ks)
+    members = [member(name, i, device) for i in range(kmax)]
+    model = members[0][0]
+    opt = ltfunc.optim.adam(lr=LR)
+    mask = members[0][2]  # one mask object for all: both variants hit their mask caches
+    step = ltfunc.make_train_step(model, opt, compile=True)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else None
+    rows = []
+    for k in ks:
+        variants = _variants(model, opt, step, mask, [p for _, p, _ in members[:k]], data(k, k, device))
+        for run in variants.values():  # warm-up: compilation
+            for _ in range(3):
+                run()
+        times = windows(variants, 4 if quick else 20, 2 if quick else max(5, 40 // k), sync)
+        for variant, us in times.items():
+            rows.append(
+                {
+                    "model": name,
+                    "k": k,
+                    "variant": variant,
+                    "best": k / (min(us) * 1e-6),
+                    "median": k / (statistics.median(us) * 1e-6),
+                }
+            )
+    return rows
+
+
+def _worker(name: str, i: int, steps: int, repeats: int, barrier: Any, out: Any) -> None:
+    """(c): one member in its own single-threaded process; puts ``(i, [(start, end), ...])``."""
+    torch.set_num_threads(1)
+    model, params, mask = member(name, i, "cpu")
+    step = ltfunc.make_train_step(model, ltfunc.optim.adam(lr=LR), compile=True)
+    flat = step._pack(step.init(params))
+    feed = cycle([(x[0], y[0]) for x, y in data(1, 100 + i, "cpu")])
+    for _ in range(3):  # warm-up: compilation
+        flat, _ = step._flat_step(flat, mask, next(feed), LR)
+    spans = []
+    for _ in range(repeats):
+        barrier.wait()
+        start = time.perf_counter()
+        for _ in range(steps):
+            flat, metrics = step._flat_step(flat, mask, next(feed), LR)
+        float(metrics["loss"])
+        spans.append((start, time.perf_counter()))
+    out.put((i, spans))
+
+
+def processes(name: str, ks: tuple[int, ...], quick: bool) -> list[dict[str, Any]]:
+    """(c) for every K: member-steps/s of the best and the median repeat (wall time of all K)."""
+    ctx = mp.get_context("spawn")
+    steps, repeats = (5, 2) if quick else (100, 5)
+    rows = []
+    saved = {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "TORCHINDUCTOR_COMPILE_THREADS")}
+    os.environ.update({"OMP_NUM_THREADS": "1", "TORCHINDUCTOR_COMPILE_THREADS": "1"})  # the children's
+    try:
+        for k in ks:
+            barrier, out = ctx.Barrier(k), ctx.Queue()
+            procs = [
+                ctx.Process(target=_worker, args=(name, i, steps, repeats, barrier, out)) for i in range(k)
+            ]
+            for p in procs:
+                p.start()
+            spans = dict(out.get(timeout=1800) for _ in procs)
+            for p in procs:
+                p.join(timeout=60)
+                if p.exitcode != 0:
+                    raise RuntimeError(f"bench.members: worker {p.name} exited with {p.exitcode}")
+            walls = [
+                max(spans[i][r][1] for i in range(k)) - min(spans[i][r][0] for i in range(k))
+                for r in range(repeats)
+            ]
+            rates = [k * steps / w for w in walls]
+            rows.append(
+                {
+                    "model": name,
+                    "k": k,
+                    "variant": "processes",
+                    "best": max(rates),
+                    "median": statistics.median(rates),
+                }
+            )
+    finally:
+        for v, value in saved.items():
+            if value is None:
+                os.environ.pop(v, None)
+            else:
+                os.environ[v] = value
+    return rows
+
+
+def _rate(v: float) -> str:
+    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The markdown table: member-steps/s (best / median) of each variant and the median ratios."""
+    by = {(r["model"], r["k"], r["variant"]): r for r in rows}
+    has_c = any(r["variant"] == "processes" for r in rows)
+    head = "| model | K | (a) members, 1 vmapped step | (b) K sequential steps |"
+    head += " (c) K processes × 1 thread | (a)/(b) | (a)/(c) |" if has_c else " (a)/(b) |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for model, k in sorted(
+        {(r["model"], r["k"]) for r in rows}, key=lambda mk: (list(MODELS).index(mk[0]), mk[1])
+    ):
+        cells = []
+        for variant in ("members", "sequential", "processes") if has_c else ("members", "sequential"):
+            r = by.get((model, k, variant))
+            cells.append("—" if r is None else f"{_rate(r['best'])} / {_rate(r['median'])}")
+        a = by.get((model, k, "members"))
+        ratios = []
+        for other in ("sequential", "processes") if has_c else ("sequential",):
+            o = by.get((model, k, other))
+            ratios.append("—" if a is None or o is None else f"{a['median'] / o['median']:.2f}")
+        lines.append(f"| {MODELS[model]} | {k} | " + " | ".join(cells + ratios) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(prog="python -m bench.members", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="K = 1, 2 and a few short windows (a smoke run)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads(N) for (a) and (b)")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: lenet300,conv2")
+    parser.add_argument("--ks", default=None, help="comma-separated member counts (default 1,2,4,8,16)")
+    parser.add_argument("--device", default="cpu", help="device of (a) and (b); (c) runs on the CPU only")
+    parser.add_argument("--no-processes", action="store_true", help="skip (c)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    models = [m for m in args.models.split(",") if m]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        parser.error(f"unknown models {unknown}; choose from {list(MODELS)}")
+    ks = tuple(int(v) for v in args.ks.split(",")) if args.ks else ((1, 2) if args.quick else KS)
+    rows: list[dict[str, Any]] = []
+    for name in models:
+        rows += in_process(name, ks, args.quick, args.device)
+        if not args.no_processes and args.device == "cpu":
+            rows += processes(name, ks, args.quick)
+    print(
+        f"member-steps/s, best / median window ((c): repeat); batch {BATCH} per member, Adam, 80% mask; "
+        f"(a), (b) on {args.device}, torch threads: {torch.get_num_threads()}"
+    )
+    print()
+    print(table(rows))
+    print()
+    print(format_machine(machine_summary()))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
