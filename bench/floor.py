@@ -11,9 +11,10 @@ alike; each is reported as the minimum and the median over the windows, with the
 - ``jax``: the same masked step in JAX + optax, ``jax.jit`` with donated buffers (XLA keeps
   its own thread pool: ``--threads`` does not change it; see ``bench/README.md``);
 - ``matmul floor``: the bare forward + backward kernels (``bench.cases.floor``);
-- ``roofline floor``: the matmul floor plus one fused pass over the bytes the optimizer update
-  must read and write (params, gradients, Adam's two moments and the mask in; params and
-  moments out), a ``torch.compile``d elementwise kernel over the flat buffers.
+- ``roofline floor``: the matmul floor plus one pass over the bytes the optimizer update must
+  read and write (params, gradients, Adam's two moments and the mask in; params and moments
+  out: ``BYTES_PER_WEIGHT``), timed as one ``copy_`` of that many bytes (the machine's copy
+  bandwidth at that working-set size).
 
 Prints a markdown table per thread count with the ratios ltfunc / jax and ltfunc / roofline
 (aims of issue #13: <= 1.0x JAX and <= 1.5x the roofline floor).
@@ -27,34 +28,29 @@ import statistics
 from collections.abc import Callable
 
 import torch
-from torch import Tensor
 
 from bench import cases
 from bench.facade import windows
 
+BYTES_PER_WEIGHT = 4 * 4 + 1 + 4 * 3
+"""What an Adam update over the flat layout must move per weight: params, gradients, the two
+moments (float32) and the bool mask in; params and the two moments out."""
+
 
 def _optimizer_pass(name: str) -> Callable[[], None]:
-    """One fused Adam update over flat buffers of the model's size (the bytes the update moves)."""
+    """One pass over the bytes an Adam update must move, at the machine's copy bandwidth.
+
+    A ``copy_`` of a uint8 buffer reads and writes half of ``BYTES_PER_WEIGHT`` bytes per
+    weight each: the same traffic as the update, in the same cache level, with one kernel
+    launch and no arithmetic. What a perfectly fused update could cost, no less.
+    """
     n = sum(p.numel() for p in cases.make_model(name, torch.device("cpu")).parameters())
-    gen = torch.Generator().manual_seed(0)
-    p, g, m, v = (torch.randn(n, generator=gen) for _ in range(4))
-    mask = torch.rand(n, generator=gen) > 0.8
-
-    @torch.compile(fullgraph=True, dynamic=False)
-    def update(p: Tensor, g: Tensor, m: Tensor, v: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        g = g * mask
-        m2 = 0.9 * m + 0.1 * g
-        v2 = 0.999 * v + 0.001 * g * g
-        p2 = (p - 1.2e-3 * m2 / (v2.sqrt() + 1e-8)) * mask
-        return p2, m2, v2
-
-    state = [p, m, v]
+    half = n * BYTES_PER_WEIGHT // 2
+    src, dst = torch.ones(half, dtype=torch.uint8), torch.empty(half, dtype=torch.uint8)
 
     def run() -> None:
-        state[0], state[1], state[2] = update(state[0], g, state[1], state[2], mask)
+        dst.copy_(src)
 
-    for _ in range(3):
-        run()
     return run
 
 
