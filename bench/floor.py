@@ -7,7 +7,9 @@ short interleaved windows (``bench.facade.windows``) so the machine's drift hits
 alike; each is reported as the minimum and the median over the windows, with the spread
 (max / min of the windows):
 
-- ``ltfunc``: ``make_train_step(..., compile=True)``, the state fed back, as in training;
+- ``ltfunc``: ``make_train_step(..., compile=True)`` called with its ``TrainState`` fed back;
+- ``ltfunc (fit path)``: the same step as ``ltfunc.fit`` and every IMP round drive it, on its
+  internal flat state (no ``TrainState`` packed and unpacked per call);
 - ``jax``: the same masked step in JAX + optax, ``jax.jit`` with donated buffers (XLA keeps
   its own thread pool: ``--threads`` does not change it; see ``bench/README.md``);
 - ``matmul floor``: the bare forward + backward kernels (``bench.cases.floor``);
@@ -26,8 +28,10 @@ import argparse
 import platform
 import statistics
 from collections.abc import Callable
+from typing import Any
 
 import torch
+from torch import Tensor
 
 from bench import cases
 from bench.facade import windows
@@ -54,6 +58,22 @@ def _optimizer_pass(name: str) -> Callable[[], None]:
     return run
 
 
+def _fit_path(name: str, mask: Any, x: Tensor, y: Tensor) -> Callable[[], None]:
+    """The step as ``ltfunc.fit`` drives it: on its flat state, without a TrainState per call."""
+    import ltfunc
+    from ltfunc.step import make_train_step
+
+    model = cases.make_model(name, torch.device("cpu"))
+    step = make_train_step(model, cases.ltfunc_optimizer("adam"), compile=True)
+    state = [step._pack(step.init(ltfunc.masks.apply(mask, ltfunc.get_params(model))))]
+    lr = cases.HPARAMS["adam"]["lr"]
+
+    def run() -> None:
+        state[0], _ = step._flat_step(state[0], mask, (x, y), lr)
+
+    return run
+
+
 def variants(name: str) -> dict[str, Callable[[], None]]:
     """The timed callables (each one training step, or the floor's kernels)."""
     device = torch.device("cpu")
@@ -62,6 +82,7 @@ def variants(name: str) -> dict[str, Callable[[], None]]:
     out: dict[str, Callable[[], None]] = {}
     ours = cases.ltfunc_runner(name, device, "adam", mask, compile=True)
     out["ltfunc"] = lambda: ours.step(x, y)
+    out["ltfunc (fit path)"] = _fit_path(name, mask, x, y)
     try:
         from bench.jax_cases import jax_runner
 
@@ -111,13 +132,14 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {k} | {min(ts):.0f} | {statistics.median(ts):.0f} | {max(ts) / min(ts):.2f} |")
         med = {k: statistics.median(ts) for k, ts in times.items()}
         low = {k: min(ts) for k, ts in times.items()}
-        for ref in ("jax", "roofline floor", "matmul floor"):
-            if ref in med:
-                print(
-                    f"\nltfunc / {ref}: {low['ltfunc'] / low[ref]:.2f}x (min), "
-                    f"{med['ltfunc'] / med[ref]:.2f}x (median)",
-                    end="",
-                )
+        for ours in ("ltfunc", "ltfunc (fit path)"):
+            for ref in ("jax", "roofline floor", "matmul floor"):
+                if ref in med:
+                    print(
+                        f"\n{ours} / {ref}: {low[ours] / low[ref]:.2f}x (min), "
+                        f"{med[ours] / med[ref]:.2f}x (median)",
+                        end="",
+                    )
         print()
 
 

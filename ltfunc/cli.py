@@ -620,13 +620,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _cmd_plot(ns)
     except (ValueError, TypeError, OSError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+        return distributed.failed(2)
     except FloatingPointError as e:
         print(f"{PROG}: error: training diverged: {e}", file=sys.stderr)
-        return 1
+        return distributed.failed(1)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        return distributed.failed(130)
     except Exception as e:  # torch / torchvision errors: one line, not a traceback
         if os.environ.get("LTFUNC_DEBUG"):
             raise
@@ -635,4 +635,4 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{PROG}: error: {type(e).__name__}: {first} (set LTFUNC_DEBUG=1 for the traceback)",
             file=sys.stderr,
         )
-        return 2
+        return distributed.failed(2)

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import timedelta
@@ -363,6 +364,31 @@ def shutdown(parallel: DataParallel | None) -> None:
     """
     if parallel is not None and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def failed(code: int) -> int:
+    """The exit status of a command that failed; under a joined process group, exit at once.
+
+    A process that leaves with its gloo process group still open can abort in the group's
+    teardown ("terminate called without an active exception", status -6) after the error
+    was printed; leaving the group may block on a dead peer. So a failed rank flushes its
+    output and exits with ``code`` right away, skipping that teardown.
+
+    Args:
+        code: The exit status.
+
+    Returns:
+        ``code`` (only when no process group is joined; otherwise the process exits).
+
+    Example:
+        >>> failed(2)
+        2
+    """
+    if dist.is_available() and dist.is_initialized():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 # Collectives on Python objects ------------------------------------------------------------------

@@ -195,3 +195,19 @@ def write_cifar(
             {key("fine_label_names"): [key(f"c{i}") for i in range(100)], key("coarse_label_names"): []},
         )
     return written
+
+
+def tiny_dataset(root: Any = None, device: str = "cpu", val_size: int = 0) -> Any:
+    """A dataset factory for import paths (``tests.helpers:tiny_dataset``): 300 3x8x8 images
+    whose class is the sign of one pixel (200 train, ``val_size`` of them held out, 100 test)."""
+    from ltfunc.data import Dataset, Split
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 3, 8, 8, generator=g).to(device)
+    y = (x[:, 0, 4, 4] > 0).long()
+    return Dataset(
+        "tiny",
+        Split(x[val_size:200], y[val_size:200]),
+        Split(x[:val_size], y[:val_size]),
+        Split(x[200:], y[200:]),
+    )

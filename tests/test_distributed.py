@@ -25,7 +25,8 @@ import torch
 
 import ltfunc
 from ltfunc import distributed, rundir
-from ltfunc.data import Dataset, Split, batches
+from ltfunc.data import Split, batches
+from tests.helpers import tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,19 +38,6 @@ def tiny_mlp(width: int = 16, seed: int | None = None) -> torch.nn.Module:
         return torch.nn.Sequential(
             torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, width), torch.nn.ReLU(), torch.nn.Linear(width, 10)
         )
-
-
-def tiny_dataset(root: Any = None, device: str = "cpu", val_size: int = 0) -> Dataset:
-    """3x8x8 images whose class is the sign of a pixel."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(300, 3, 8, 8, generator=g).to(device)
-    y = (x[:, 0, 4, 4] > 0).long()
-    return Dataset(
-        "tiny",
-        Split(x[val_size:200], y[val_size:200]),
-        Split(x[:val_size], y[:val_size]),
-        Split(x[200:], y[200:]),
-    )
 
 
 ARGS = [

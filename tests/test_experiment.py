@@ -29,6 +29,7 @@ from ltfunc.models import init_params
 from ltfunc.rundir import METRIC_FIELDS, SUMMARY_FIELDS, load_round, read_config, round_dir, summarize_round
 from ltfunc.ticket import derive_seed
 from ltfunc.trainer import Weights
+from tests.helpers import tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -837,21 +838,6 @@ NOT_CALLABLE = 3
 
 def not_a_model(seed: int | None = None) -> str:
     return "a model"
-
-
-def tiny_dataset(root: Any = None, device: str = "cpu", val_size: int = 0) -> ltfunc.data.Dataset:
-    """A dataset factory given by import path: 3x8x8 images whose class is the sign of a pixel."""
-    from ltfunc.data import Dataset, Split
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(300, 3, 8, 8, generator=g).to(device)
-    y = (x[:, 0, 4, 4] > 0).long()
-    return Dataset(
-        "tiny",
-        Split(x[val_size:200], y[val_size:200]),
-        Split(x[:val_size], y[:val_size]),
-        Split(x[200:], y[200:]),
-    )
 
 
 def not_a_dataset(val_size: int = 0) -> tuple[int, int]:

@@ -14,7 +14,7 @@ import torch
 import ltfunc
 from ltfunc import ImpConfig, masks, run_imp
 from ltfunc.cli import main
-from ltfunc.data import Dataset, Split
+from ltfunc.data import Dataset
 from ltfunc.experiment import load_config_dataset, make_config_trainer
 from ltfunc.instability import INSTABILITY_FIELDS, format_instability, instability_sweep, plot_instability
 from ltfunc.lmc import OVERLAP_FIELDS, format_overlap, instability, mask_overlap, mask_overlaps
@@ -29,19 +29,6 @@ def tiny_mlp(seed: int | None = None) -> torch.nn.Module:
         return torch.nn.Sequential(
             torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10)
         )
-
-
-def tiny_data(root: Any = None, device: str = "cpu", val_size: int = 0) -> Dataset:
-    """A dataset factory (import path): the class is the sign of one pixel."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(300, 3, 8, 8, generator=g).to(device)
-    y = (x[:, 0, 4, 4] > 0).long()
-    return Dataset(
-        "tiny",
-        Split(x[val_size:200], y[val_size:200]),
-        Split(x[:val_size], y[:val_size]),
-        Split(x[200:], y[200:]),
-    )
 
 
 def missing_data(root: Any = None) -> Dataset:

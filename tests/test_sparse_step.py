@@ -252,20 +252,6 @@ def tiny_mlp(seed: int | None = None) -> torch.nn.Module:
         )
 
 
-def tiny_dataset(root: Any = None, device: str = "cpu", val_size: int = 0) -> ltfunc.data.Dataset:
-    from ltfunc.data import Dataset, Split
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(300, 3, 8, 8, generator=g).to(device)
-    y = (x[:, 0, 4, 4] > 0).long()
-    return Dataset(
-        "tiny",
-        Split(x[val_size:200], y[val_size:200]),
-        Split(x[:val_size], y[:val_size]),
-        Split(x[200:], y[200:]),
-    )
-
-
 def test_imp_run_in_sparse_mode_gives_the_same_masks(tmp_path: Any, monkeypatch: Any) -> None:
     base = {
         "model": "tests.test_sparse_step:tiny_mlp",
