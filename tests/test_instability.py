@@ -38,7 +38,7 @@ def missing_data(root: Any = None) -> Dataset:
 
 CONFIG: dict[str, Any] = {
     "model": "tests.test_instability:tiny_mlp",
-    "dataset": "tests.test_instability:tiny_data",
+    "dataset": "tests.helpers:tiny_dataset",
     "rounds": 2,
     "rate": 0.5,
     "iterations": 20,

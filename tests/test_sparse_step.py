@@ -255,7 +255,7 @@ def tiny_mlp(seed: int | None = None) -> torch.nn.Module:
 def test_imp_run_in_sparse_mode_gives_the_same_masks(tmp_path: Any, monkeypatch: Any) -> None:
     base = {
         "model": "tests.test_sparse_step:tiny_mlp",
-        "dataset": "tests.test_sparse_step:tiny_dataset",
+        "dataset": "tests.helpers:tiny_dataset",
         "rounds": 3,
         "rate": 0.5,
         "iterations": 20,
