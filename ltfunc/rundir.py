@@ -101,6 +101,7 @@ _BUFFERS_KEY = "ltfunc.buffers"
 _BOOKKEEPING = ("config_hash", "ltfunc_version")  # written by write_config: an ltfunc run
 _ROUND_RE = re.compile(r"^round_(\d+)$")
 _NOT_NONE = ("density", "weights_remaining_pct")
+_METRICS = "metrics.jsonl"  # a round's evaluation records
 
 
 # --------------------------------------------------------------------------------------------
@@ -558,7 +559,7 @@ def read_metrics(func: str, path: Path, *, finished: bool = True) -> list[dict[s
 
 def round_metrics(func: str, run_dir: Path, condition: str, k: int) -> list[dict[str, Any]]:
     """The evaluation records of a finished round (its ``metrics.jsonl``)."""
-    return read_metrics(func, round_dir(run_dir, condition, k) / "metrics.jsonl")
+    return read_metrics(func, round_dir(run_dir, condition, k) / _METRICS)
 
 
 class MetricsLog:
@@ -590,7 +591,7 @@ def start_round(run_dir: Path, condition: str, k: int) -> MetricsLog:
     rd = round_dir(run_dir, condition, k)
     if rd.exists():
         shutil.rmtree(rd)
-    return MetricsLog(rd / "metrics.jsonl")
+    return MetricsLog(rd / _METRICS)
 
 
 def save_round(
@@ -697,6 +698,6 @@ def load_round(
         mask,
         load_weights(func, rd / "rewind.safetensors", device),
         load_weights(func, rd / "final.safetensors", device),
-        tuple(read_metrics(func, rd / "metrics.jsonl")),
+        tuple(round_metrics(func, Path(run_dir), condition, k)),
         point,
     )
