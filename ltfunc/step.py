@@ -69,6 +69,11 @@ Metrics = dict[str, Tensor]
 """``{"loss": 0-d tensor, "accuracy": 0-d tensor}`` of one step (still on the device)."""
 
 
+# Closure variables of the step's core that never change while the step exists (the model is
+# not one of them: its ``training`` flag and hooks stay guarded).
+_CONSTANTS = ("layout", "names", "optimizer", "loss_fn", "grad_reduce")
+
+
 class TrainState(NamedTuple):
     """Everything that changes during training, as an immutable pytree.
 
@@ -158,7 +163,9 @@ class TrainStep:
             self._state_spec = None
         self._compiles = [0]
         core = self._make_core()
-        self._fn: Callable[..., Any] = compile_step(core, self._compiles) if compile else core
+        self._fn: Callable[..., Any] = (
+            compile_step(core, self._compiles, constants=_CONSTANTS) if compile else core
+        )
         # Per-call caches, all by identity (they hold strong references, so identities stay
         # unique while cached): the last 4 masks in flat float form; the last lr (a float and
         # its device tensor, or a tensor whose value was checked); the flat params this step

@@ -1057,3 +1057,50 @@ def test_cumulative_average_batchnorm_trains_eagerly_and_is_a_clear_error_compil
     with pytest.raises(ValueError, match=r"train_step: normalization layers \['1'\] have momentum=None"):
         compiled(state, None, batches[0], 0.0)
     assert compiled.num_compiles == 0
+
+
+# Guards: code and constants are not re-checked per call; inputs, the model and global state are
+def test_guard_filter_drops_code_and_constant_guards_and_keeps_the_rest() -> None:
+    from types import SimpleNamespace
+
+    from ltfunc._flat import _guard_filter
+
+    def entry(name: str, guard_type: str, is_global: bool = False) -> SimpleNamespace:
+        return SimpleNamespace(name=name, guard_type=guard_type, is_global=is_global)
+
+    entries = [
+        entry("G['__import_torch'].func.grad_and_value", "CLOSURE_MATCH", True),  # traced code: dropped
+        entry("G['__import_ltfunc_dot__flat'].FLAT_KEY", "CONSTANT_MATCH", True),
+        entry("layout", "SEQUENCE_LENGTH"),  # a named constant and what is inside it: dropped
+        entry("layout.shapes[0][1]", "CONSTANT_MATCH"),
+        entry("optimizer.update.__closure__[0].cell_contents", "CONSTANT_MATCH"),
+        entry("layouts", "TYPE_MATCH"),  # only a name that starts like a constant: kept
+        entry("x", "TENSOR_MATCH"),  # inputs, model, global state, global hooks: kept
+        entry("opt_state.mu", "DICT_KEYS_MATCH"),
+        entry("model", "NOT_PRESENT_IN_GENERIC_DICT"),
+        entry("", "GLOBAL_STATE"),
+        entry("G['__import_torch_dot_nn_dot_modules_dot_module']._global_forward_hooks", "TYPE_MATCH", True),
+        entry("G['x']", "DUPLICATE_INPUT", True),
+    ]
+    keep = _guard_filter(("layout", "optimizer"))(entries)
+    assert keep == [False] * 5 + [True] * 7
+
+
+def test_a_compiled_step_still_recompiles_for_what_its_guards_keep(bn_model: nn.Module) -> None:
+    """The model's mode and the batch shape are guarded: switching them compiles, and gives the eager result."""
+    model = copy.deepcopy(bn_model)
+    opt = optim.sgd(lr=0.05, momentum=0.9)
+    compiled, eager = make_train_step(model, opt), make_train_step(model, opt, compile=False)
+    state = compiled.init(ltfunc.get_params(model))
+    batch = bn_batches(1, seed=5)[0]
+    for mode, n in (("train", 1), ("eval", 2), ("train", 2)):
+        getattr(model, mode)()
+        got, m_got = compiled(state, None, batch, 0.05)
+        want, m_want = eager(state, None, batch, 0.05)
+        assert compiled.num_compiles == n, mode
+        assert tree_allclose(got.params, want.params, rtol=1e-4, atol=1e-6), mode
+        assert tree_allclose(got.buffers, want.buffers, rtol=1e-4, atol=1e-6), mode
+        assert torch.allclose(m_got["loss"], m_want["loss"], rtol=1e-5), mode
+    small = bn_batches(1, seed=6, size=8)[0]
+    compiled(compiled.init(ltfunc.get_params(model)), None, small, 0.05)
+    assert compiled.num_compiles == 3
