@@ -541,3 +541,22 @@ def test_collect_only_with_a_wrong_runs_dir_keeps_complete_results(
     assert names == {"rounds.csv", "runs.csv", "results.md", "notes.txt"}, names
     assert "PARTIAL" in (out / "results.md").read_text()
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_full_reproduce_that_could_only_shrink_the_results_fails_before_training(
+    study: dict[str, Path], data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Seeds 0 and 1 are in --out; a new --runs-dir with seed 0 alone could never match them."""
+    out = tmp_path / "out"
+    shutil.copytree(study["out"], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    runs = tmp_path / "elsewhere"
+    assert main(reproduce_args(runs, out, data_root, "--seeds", "0", "--quiet")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "will have at most" in err[0] and "--force" in err[0], err
+    assert not runs.exists()  # nothing trained, no run directory made
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # the same seeds in a new --runs-dir would replace them with as many rounds: allowed to start
+    from ltfunc.studies.run import _check_no_regression
+
+    _check_no_regression("reproduce", out, runs, len(read_csv(out / "runs.csv")[1]), False, when_done=True)

@@ -1087,7 +1087,7 @@ def test_guard_filter_drops_code_and_constant_guards_and_keeps_the_rest() -> Non
 
 
 def test_a_compiled_step_still_recompiles_for_what_its_guards_keep(bn_model: nn.Module) -> None:
-    """The model's mode and the batch shape are guarded: switching them compiles, and gives the eager result."""
+    """The model's mode and the batch shape stay guarded: switching them compiles, as eager gives."""
     model = copy.deepcopy(bn_model)
     opt = optim.sgd(lr=0.05, momentum=0.9)
     compiled, eager = make_train_step(model, opt), make_train_step(model, opt, compile=False)

@@ -132,14 +132,21 @@ def _previous_runs(out_dir: Path) -> int:
         return 0
 
 
-def _check_no_regression(func: str, out_dir: Path, runs: Path, finished: int, force: bool) -> None:
-    """Refuse to replace results of more finished rounds with fewer, unless ``force``."""
+def _check_no_regression(
+    func: str, out_dir: Path, runs: Path, finished: int, force: bool, *, when_done: bool = False
+) -> None:
+    """Refuse to replace results of more finished rounds with fewer, unless ``force``.
+
+    ``when_done``: ``finished`` counts the rounds the runs will have once every seed is done
+    (checked before training), not the rounds finished now.
+    """
     previous = _previous_runs(out_dir)
     if finished < previous and not force:
+        have = f"will have at most {finished} when finished" if when_done else f"have only {finished}"
         raise ValueError(
             f"{func}: out {str(out_dir)!r} holds results of {previous} finished rounds but the runs "
-            f"in {str(runs)!r} have only {finished}; wrong runs_dir (--runs-dir)? Pass force=True "
-            "(--force) to replace them, or choose another out (--out)"
+            f"in {str(runs)!r} {have}; wrong runs_dir (--runs-dir) or seeds (--seeds)? Pass "
+            "force=True (--force) to replace them, or choose another out (--out)"
         )
 
 

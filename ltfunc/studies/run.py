@@ -216,15 +216,10 @@ def collect(
     func = "collect"
     s = get_study(study)
     check_bool(func, "force", force)
-    runs = _check_path(func, "runs_dir", runs_dir)
     requested = s.seeds if seeds is None else _check_seeds(func, seeds)
     ovr = _changed_overrides(s, _check_overrides(func, overrides))
-    prefix = run_name(s, ovr)
-    out_dir = Path("docs") / "results" / prefix if out is None else _check_path(func, "out", out)
+    runs, out_dir, all_seeds, states = _study_state(func, s, requested, runs_dir, out, ovr)
     command = _command(s, requested, ovr, runs, None if out is None else out_dir)
-    all_seeds = tuple(sorted(set(requested) | _found_seeds(runs, prefix)))
-    configs = dict(zip(all_seeds, study_configs(s, all_seeds, overrides=ovr), strict=True))
-    states = _seed_states(func, prefix, runs, configs)
     finished = sum(len(v) for st in states for v in st.finished.values())
     expected = sum(len(v) for st in states for v in st.expected.values())
     with_rounds = [st for st in states if any(st.finished.values())]
@@ -270,6 +265,23 @@ def collect(
         finished,
         expected,
     )
+
+
+def _study_state(
+    func: str,
+    s: Study,
+    requested: Sequence[int],
+    runs_dir: PathLike,
+    out: PathLike | None,
+    ovr: Mapping[str, int],
+) -> tuple[Path, Path, tuple[int, ...], list[Any]]:
+    """``(runs, out_dir, all_seeds, states)``: the requested seeds and any other found in ``runs``."""
+    runs = _check_path(func, "runs_dir", runs_dir)
+    prefix = run_name(s, ovr)
+    out_dir = Path("docs") / "results" / prefix if out is None else _check_path(func, "out", out)
+    all_seeds = tuple(sorted(set(requested) | _found_seeds(runs, prefix)))
+    configs = dict(zip(all_seeds, study_configs(s, all_seeds, overrides=ovr), strict=True))
+    return runs, out_dir, all_seeds, _seed_states(func, prefix, runs, configs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,6 +350,10 @@ def reproduce(
     chosen = s.seeds if seeds is None else _check_seeds(func, seeds)
     study_configs(s, chosen, overrides=ovr, device=device, compile=compile)  # validate before any work
     if not collect_only:
+        # Before hours of training: would even the complete study replace results of more rounds?
+        runs, out_dir, _, states = _study_state(func, s, chosen, runs_dir, out, _changed_overrides(s, ovr))
+        expected = sum(len(v) for st in states for v in st.expected.values())
+        _check_no_regression(func, out_dir, runs, expected, force, when_done=True)
         run_study(
             s,
             chosen,
