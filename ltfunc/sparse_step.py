@@ -68,12 +68,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import masks as _masks
-from ._checks import check_bool, check_callable, check_choice, check_int
+from ._checks import check_bool, check_callable, check_choice
 from ._flat import FlatLayout, FlatState, _state_views, handed_out, same_buffers
 from ._types import LossFn, Params
 from .masks import Mask
 from .optim import Optimizer
-from .params import get_buffers
 from .step import TrainState, TrainStep, _Given
 
 __all__ = ["AUTO_MAX_DENSITY", "SPARSE_MODES", "SparseTrainStep", "make_sparse_train_step"]
@@ -391,15 +390,10 @@ class SparseTrainStep(TrainStep):
             >>> step.init(p).opt_state.mu["fc1.weight"].shape
             torch.Size([23520])
         """
-        func = "init"
-        first = self._check_params(func, "params", params)
-        check_int(func, "iteration", iteration, 0)
-        if buffers is None:
-            bufs = {k: v.to(first.device, copy=True) for k, v in get_buffers(self.model, copy=False).items()}
-        else:
-            bufs = self._check_buffers(func, "buffers", buffers, first.device)
-        params = dict(params)
-        return TrainState(params, self.optimizer.init(self._packed(params)), iteration, bufs)
+        return super().init(params, buffers=buffers, iteration=iteration)
+
+    def _optimized(self, params: Params) -> Params:
+        return self._packed(params)
 
     def _check_params(self, func: str, name: str, params: Any) -> Tensor:
         packed = self.layout

@@ -276,7 +276,11 @@ class TrainStep:
         else:
             bufs = self._check_buffers(func, "buffers", buffers, first.device)
         params = dict(params)
-        return TrainState(params, self.optimizer.init(params), iteration, bufs)
+        return TrainState(params, self.optimizer.init(self._optimized(params)), iteration, bufs)
+
+    def _optimized(self, params: Params) -> Params:
+        """The params the optimizer state is kept for (all of them here; sparse steps pack them)."""
+        return params
 
     def __call__(
         self, state: TrainState, mask: Mask | None, batch: Batch, lr: float | Tensor
