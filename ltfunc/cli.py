@@ -463,7 +463,7 @@ def _cmd_imp(argv: Sequence[str]) -> int:
             sink.close()
     distributed.shutdown(parallel)
     if not lead:
-        return 0
+        return distributed.exit_rank(parallel, 0)
     for result in results:
         if result.resumed and not opts["quiet"]:
             kept = len(result.resumed)
@@ -476,7 +476,7 @@ def _cmd_imp(argv: Sequence[str]) -> int:
         out = dirs[0].parent / f"{dirs[0].name.rsplit('-seed', 1)[0]}-seeds.png"
     png = plot_runs(dirs, out)
     print(f"\nplot: {getattr(png, 'path', png)}")
-    return 0
+    return distributed.exit_rank(parallel, 0)
 
 
 def _cmd_prune(ns: argparse.Namespace) -> int:
