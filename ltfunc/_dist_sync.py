@@ -302,6 +302,7 @@ def collective_error(func: str, parallel: DataParallel, exc: BaseException, run_
         :class:`DistributedError` naming the rank, the timeout and the run directory.
 
     Example:
+        >>> from ltfunc.distributed import DataParallel
         >>> p = DataParallel(0, 2, 0, "gloo", 10.0)
         >>> str(collective_error("run_imp", p, RuntimeError("Connection closed by peer"), "runs/x"))[:44]
         'run_imp: rank 0 of 2 lost contact with the o'
