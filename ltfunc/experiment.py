@@ -30,7 +30,7 @@ from .data import Dataset, load_dataset
 from .distributed import DataParallel
 from .masks import Mask, density, ones
 from .step import make_train_step
-from .ticket import Record, RoundResult, baseline_round, imp
+from .ticket import Record, RoundResult, _baseline_of, imp
 from .trainer import Trainer, Weights, make_evaluator, make_trainer
 
 __all__ = [
@@ -341,12 +341,18 @@ def open_run(func: str, config: ImpConfig, run: Path, mode: str, dataset: Datase
     else:
         theta0 = Weights.of(model)
     _check_overrides(func, config, ones(model))
-    if resuming:  # every finished round's summary.json is read now, not when training reaches it
+    if resuming:  # every finished round's summary.json and mask is checked now, before any training
         rundir.summary_rows(func, run)
+        rundir.check_masks(func, run)
     done = 0  # ticket rounds 0 .. done-1 are finished
     while resuming and done <= config.rounds and rundir.is_finished(run, "ticket", done):
         done += 1
-    previous = rundir.load_round(run, "ticket", done - 1, device=config.device) if done else None
+    # the last finished ticket round's weights, if a ticket round is still to train
+    previous = (
+        rundir.load_round(run, "ticket", done - 1, device=config.device)
+        if 0 < done <= config.rounds
+        else None
+    )
     point = rundir.load_rewind_point(func, run, config.rewind, config.device) if done else None
     # everything is checked and read: only now touch the directory
     if mode == "clear":
@@ -545,23 +551,16 @@ def run_imp(
         saver = _Saver(run, config, bars, on_record, parallel)
         resumed: list[tuple[str, int]] = []
 
-        def baselines(ticket: RoundResult, point: Weights) -> None:
+        def baselines(k: int, mask: Mask, point: Weights) -> None:
             for condition in config.baselines:
-                if saver.finished(condition, ticket.round):
-                    resumed.append((condition, ticket.round))
+                if saver.finished(condition, k):
+                    resumed.append((condition, k))
                     bars.advance()
                     continue
+                seed, rewind, structure = config.seed, config.rewind, config.structure
                 saver.save(
-                    baseline_round(
-                        trainer,
-                        condition,
-                        ticket,
-                        point,
-                        model=model,
-                        seed=config.seed,
-                        rewind=config.rewind,
-                        hooks=saver.hooks,
-                        structure=config.structure,
+                    _baseline_of(
+                        trainer, condition, k, mask, point, model, seed, rewind, saver.hooks, structure
                     )
                 )
 
@@ -571,13 +570,13 @@ def run_imp(
                 bars.advance()
                 if k and any(not saver.finished(c, k) for c in config.baselines):
                     assert point is not None
-                    ticket = distributed.agree(
+                    mask = distributed.agree(  # the ticket's mask alone: its weights may be deleted
                         func,
                         parallel,
-                        lambda k=k: rundir.load_round(run, "ticket", k, device=config.device),  # type: ignore[misc]
+                        lambda k=k: rundir.load_round_mask(run, "ticket", k, device=config.device),  # type: ignore[misc]
                         device=config.device,
                     )
-                    baselines(ticket, point)
+                    baselines(k, mask, point)
                 elif k:  # every baseline of round k is finished
                     for condition in config.baselines:
                         resumed.append((condition, k))
@@ -602,7 +601,7 @@ def run_imp(
                         point = result.rewind_point
                     if result.round:
                         assert point is not None
-                        baselines(result, point)
+                        baselines(result.round, result.mask, point)
         finally:
             saver.abandon()
             bars.close()

@@ -171,14 +171,17 @@ def _plan_task(
     if k == 0:
         theta0 = rundir.load_weights(func, rundir.init_path(run), config.device)
         return _plan_dense(model, theta0, config.rewind, None)
-    previous = rundir.load_round(run, "ticket", k - 1, device=config.device)
     point = rundir.load_rewind_point(func, run, config.rewind, config.device)
+    seed, rewind, structure = config.seed, config.rewind, config.structure
+    if condition != "ticket" and rundir.is_finished(run, "ticket", k):  # its mask, no weights
+        mask = rundir.load_round_mask(run, "ticket", k, device=config.device)
+        return _plan_baseline(condition, k, mask, point, model, seed, rewind, structure)
+    previous = rundir.load_round(run, "ticket", k - 1, device=config.device)
     ticket = _plan_ticket(
         previous, point, config.rates(), config.scope, config.schedule, config.rewind, config.structure
     )
     if condition == "ticket":
         return ticket
-    seed, rewind, structure = config.seed, config.rewind, config.structure
     return _plan_baseline(condition, k, ticket.mask, point, model, seed, rewind, structure)
 
 

@@ -535,6 +535,18 @@ def summary_rows(func: str, run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def check_masks(func: str, run_dir: Path) -> None:
+    """Check every finished round's mask against its summary and the run's θ0 (before resuming).
+
+    Raises ``ValueError`` naming the first mask file that is corrupt, another round's, or
+    another model's; reads no weights.
+    """
+    for rounds in round_dirs(run_dir).values():
+        for rd in rounds.values():
+            if (rd / "summary.json").is_file():
+                _round_mask(func, run_dir, rd, "cpu")
+
+
 def read_metrics(func: str, path: Path, *, finished: bool = True) -> list[dict[str, Any]]:
     """Records of a ``metrics.jsonl``; a truncated last line is tolerated only in an unfinished round."""
     try:
@@ -651,6 +663,48 @@ def write_summary_csv(run_dir: Path) -> None:
     write_text(run_dir / "summary.csv", buf.getvalue())
 
 
+def _round_mask(func: str, run_dir: Path, rd: Path, device: str | torch.device) -> _masks.Mask:
+    """The mask of the finished round in ``rd``, checked against its summary and the run's θ0."""
+    if not (rd / "summary.json").is_file():
+        raise FileNotFoundError(f"{func}: {rd} is not a finished round (no summary.json)")
+    mask = _load_mask(func, rd / "mask.safetensors", device)
+    try:
+        _check_round_mask(func, rd / "mask.safetensors", mask, rd / "summary.json", run_dir)
+    except OSError as e:
+        raise ValueError(_checkpoint_message(func, rd / "mask.safetensors", e)) from e
+    return mask
+
+
+def load_round_mask(
+    run_dir: PathLike, condition: str, k: int, *, device: str | torch.device = "cpu"
+) -> _masks.Mask:
+    """The mask of a finished round alone, checked as :func:`load_round` checks it.
+
+    What a round's baselines need from its ticket: it reads no weights, so a run whose
+    finished rounds' weights were deleted to save space still resumes its baselines.
+
+    Args:
+        run_dir: A run directory.
+        condition: ``"ticket"``, ``"reinit"`` or ``"random_prune"``.
+        k: Round index.
+        device: Where to put the mask.
+
+    Returns:
+        The round's :class:`~ltfunc.masks.Mask`.
+
+    Raises:
+        FileNotFoundError: The round is not finished (no ``summary.json``).
+        ValueError: A corrupt mask file, or one that is not the round's (named in the message).
+
+    Example:
+        >>> from ltfunc.rundir import load_round_mask
+        >>> load_round_mask("no/such/run", "ticket", 1)  # doctest: +IGNORE_EXCEPTION_DETAIL
+        Traceback (most recent call last):
+        FileNotFoundError: load_round_mask: no/such/run/ticket/round_1 is not a finished round
+    """
+    return _round_mask("load_round_mask", Path(run_dir), round_dir(run_dir, condition, k), device)
+
+
 def load_round(
     run_dir: PathLike, condition: str, k: int, *, device: str | torch.device = "cpu"
 ) -> RoundResult:
@@ -681,17 +735,11 @@ def load_round(
     """
     func = "load_round"
     rd = round_dir(run_dir, condition, k)
-    if not (rd / "summary.json").is_file():
-        raise FileNotFoundError(f"{func}: {rd} is not a finished round (no summary.json)")
+    mask = _round_mask(func, Path(run_dir), rd, device)
     point = None
     if condition == "ticket" and k == 0:
         rp = rd / "rewind_point.safetensors"
         point = load_weights(func, rp if rp.is_file() else init_path(Path(run_dir)), device)
-    mask = _load_mask(func, rd / "mask.safetensors", device)
-    try:
-        _check_round_mask(func, rd / "mask.safetensors", mask, rd / "summary.json", Path(run_dir))
-    except OSError as e:
-        raise ValueError(_checkpoint_message(func, rd / "mask.safetensors", e)) from e
     return RoundResult(
         condition,
         k,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ltfunc import rundir
+from ltfunc import load_tree, masks, rundir, tree_equal
 from ltfunc.config import ImpConfig
 from ltfunc.experiment import run_imp
 from ltfunc.parallel import choose_parallel, run_many
@@ -292,3 +292,40 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+@pytest.mark.parametrize("parallel", ["sequential", "processes"])
+def test_baselines_resume_from_the_tickets_masks_when_their_weights_were_deleted(
+    data_root: Path, tmp_path: Path, one_thread: object, parallel: str
+) -> None:
+    """Finished ticket rounds stripped of their weights (to save space) still give their baselines."""
+    import shutil
+
+    from tests.test_experiment import read_metrics, summary_without_time
+
+    ref = tmp_path / "ref"
+    run_imp(TINY, ref, data_root=data_root, progress=False)
+    run = tmp_path / "stripped"
+    shutil.copytree(ref, run)
+    for k in range(TINY.rounds + 1):
+        for f in ("rewind.safetensors", "final.safetensors"):
+            (rundir.round_dir(run, "ticket", k) / f).unlink()
+        for condition in TINY.baselines:
+            if k:
+                shutil.rmtree(rundir.round_dir(run, condition, k))
+    (result,) = run_many([(TINY, run)], parallel=parallel, workers=2, data_root=data_root, progress=False)
+    assert set(result.trained) == {(c, k) for c in TINY.baselines for k in (1, 2)}
+    for condition in TINY.baselines:
+        for k in (1, 2):
+            a, b = rundir.round_dir(run, condition, k), rundir.round_dir(ref, condition, k)
+            assert masks.load(a / "mask.safetensors") == masks.load(b / "mask.safetensors"), (condition, k)
+            for f in ("rewind.safetensors", "final.safetensors"):
+                assert tree_equal(load_tree(a / f), load_tree(b / f)), (condition, k, f)
+            assert read_metrics(a / "metrics.jsonl") == read_metrics(b / "metrics.jsonl")
+            assert summary_without_time(a / "summary.json") == summary_without_time(b / "summary.json")
+    # a swapped ticket mask is named, not used
+    m1 = rundir.round_dir(run, "ticket", 1) / "mask.safetensors"
+    m1.write_bytes((rundir.round_dir(run, "ticket", 2) / "mask.safetensors").read_bytes())
+    shutil.rmtree(rundir.round_dir(run, "reinit", 1))
+    with pytest.raises(ValueError, match="round_1/mask.safetensors"):
+        run_many([(TINY, run)], parallel=parallel, workers=2, data_root=data_root, progress=False)
