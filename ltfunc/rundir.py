@@ -26,7 +26,10 @@ buffers; a newer format than this version knows is refused with a message naming
 Every file is written atomically (temp file + ``os.replace``); ``summary.json`` is written last,
 so a round without it is unfinished and is redone from its start on resume. ``metrics.jsonl``
 grows one line per evaluation while a round runs (a line cut short by a kill belongs to an
-unfinished round) and is rewritten whole before ``summary.json``.
+unfinished round) and is rewritten whole before ``summary.json``. Resuming checks every finished
+round's mask first and reads weights only of the last finished ticket round (while ticket rounds
+remain); a finished round's baselines need only its mask, so the weights of finished rounds may
+be deleted to save space.
 """
 
 from __future__ import annotations
