@@ -28,7 +28,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from ._checks import check_bool, check_callable, check_int, check_lr, check_mask
 from ._types import Batch
@@ -36,6 +35,7 @@ from .data import batches
 from .masks import Mask, density
 from .members import MembersStep, make_members_step
 from .step import TrainState, TrainStep
+from .train import _LossTracker
 from .trainer import Record, RoundTraining, Trainer, Weights, _copy, _eval_points, as_weights
 
 __all__ = ["members_step_for", "train_members_round"]
@@ -43,9 +43,6 @@ __all__ = ["members_step_for", "train_members_round"]
 _SHARED = ("batch_size", "iterations", "eval_every", "lr", "augment")
 """The :class:`~ltfunc.trainer.Trainer` fields every member must share (besides the step's model,
 optimizer and loss)."""
-
-_CHUNK = 256
-"""Losses are stacked and reduced on the device every this many steps (as in :func:`ltfunc.fit`)."""
 
 
 def members_step_for(trainers: Sequence[Trainer], *, compile: bool | None = None) -> MembersStep:
@@ -264,7 +261,7 @@ def _run(
             tracker.add(metrics["loss"], it)
             if progress is not None:
                 progress.update(1)
-        means = tracker.read(func)
+        means = tracker.read_members(func)
         loss_sum = [s + m * steps for s, m in zip(loss_sum, means, strict=True)]
         loss_steps += steps
         state = vstep._unpack(fs, point)
@@ -306,44 +303,15 @@ def _postfix(records: list[Record]) -> dict[str, str]:
     return shown
 
 
-class _Losses:
+class _Losses(_LossTracker):
     """Each member's mean training loss and first non-finite loss, accumulated on the device."""
 
     def __init__(self, k: int, device: torch.device) -> None:
-        self._pending: list[Tensor] = []
-        self._first = 0  # iteration number of pending[0]
-        self._total = torch.zeros(k, dtype=torch.float64, device=device)
-        self._count = 0
-        self._bad_step = torch.full((k,), -1, dtype=torch.int64, device=device)
-        self._bad_value = torch.zeros(k, dtype=torch.float64, device=device)
+        super().__init__(device, k)
 
-    def add(self, loss: Tensor, iteration: int) -> None:
-        if not self._pending:
-            self._first = iteration
-        self._pending.append(loss)
-        if len(self._pending) >= _CHUNK:
-            self._reduce()
-
-    def _reduce(self) -> None:
-        if not self._pending:
-            return
-        losses = torch.stack(self._pending).to(torch.float64)  # (steps, K)
-        self._total = self._total + losses.sum(0)
-        self._count += len(self._pending)
-        bad = ~torch.isfinite(losses)
-        local = bad.to(torch.int8).argmax(0)  # first bad step of each member (0 when none)
-        new = bad.any(0) & (self._bad_step < 0)
-        self._bad_step = torch.where(new, local + self._first, self._bad_step)
-        self._bad_value = torch.where(new, losses.gather(0, local[None])[0], self._bad_value)
-        self._pending.clear()
-
-    def read(self, func: str) -> list[float]:
+    def read_members(self, func: str) -> list[float]:
         """Each member's mean loss since the last read (one host sync); raise on a non-finite loss."""
-        self._reduce()
-        count = max(self._count, 1)
-        means, bad_steps, bad_values = torch.stack(
-            [self._total / count, self._bad_step.to(torch.float64), self._bad_value]
-        ).tolist()
+        means, bad_steps, bad_values = self._take()
         bad = [i for i, s in enumerate(bad_steps) if s >= 0]
         if bad:
             i, step = bad[0], int(bad_steps[bad[0]])
@@ -353,8 +321,6 @@ class _Losses:
                 f"took iteration {step - 1} to {step}), its first non-finite loss{others}; lower the "
                 "learning rate or check the data"
             )
-        self._total = torch.zeros_like(self._total)
-        self._count = 0
         return [float(m) for m in means]
 
 

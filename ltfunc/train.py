@@ -44,16 +44,20 @@ _CHUNK = 256
 
 
 class _LossTracker:
-    """Mean training loss and the first non-finite loss, accumulated on the device."""
+    """Mean training loss and the first non-finite loss, accumulated on the device.
 
-    def __init__(self, device: torch.device) -> None:
-        self._none = torch.tensor(-1, dtype=torch.int64, device=device)
+    ``k=None``: one run (0-d losses); ``k``: K members at once (losses of shape ``(K,)``,
+    :mod:`ltfunc.members_train`).
+    """
+
+    def __init__(self, device: torch.device, k: int | None = None) -> None:
+        shape = () if k is None else (k,)
         self._pending: list[Tensor] = []
         self._first = 0  # iteration number of pending[0]
-        self._total = torch.zeros((), dtype=torch.float64, device=device)
+        self._total = torch.zeros(shape, dtype=torch.float64, device=device)
         self._count = 0
-        self._bad_step = self._none
-        self._bad_value = torch.zeros((), dtype=torch.float64, device=device)
+        self._bad_step = torch.full(shape, -1, dtype=torch.int64, device=device)
+        self._bad_value = torch.zeros(shape, dtype=torch.float64, device=device)
 
     def add(self, loss: Tensor, iteration: int) -> None:
         if not self._pending:
@@ -65,32 +69,35 @@ class _LossTracker:
     def _reduce(self) -> None:
         if not self._pending:
             return
-        losses = torch.stack(self._pending).to(torch.float64)
-        self._total = self._total + losses.sum()
+        losses = torch.stack(self._pending).to(torch.float64)  # (steps,) or (steps, K)
+        self._total = self._total + losses.sum(0)
         self._count += len(self._pending)
         bad = ~torch.isfinite(losses)
-        local = bad.to(torch.int8).argmax()  # first bad index (0 when none, masked below)
-        new = bad.any() & (self._bad_step < 0)
+        local = bad.to(torch.int8).argmax(0)  # first bad step (of each member; 0 when none, masked below)
+        new = bad.any(0) & (self._bad_step < 0)
         self._bad_step = torch.where(new, local + self._first, self._bad_step)
-        self._bad_value = torch.where(new, losses[local], self._bad_value)
+        self._bad_value = torch.where(new, losses.gather(0, local[None])[0], self._bad_value)
         self._pending.clear()
+
+    def _take(self) -> list[Any]:
+        """``[mean, first bad step (-1: none), its loss]`` since the last take, one host sync."""
+        self._reduce()
+        count = max(self._count, 1)
+        out = torch.stack([self._total / count, self._bad_step.to(torch.float64), self._bad_value]).tolist()
+        self._total = torch.zeros_like(self._total)
+        self._count = 0
+        return out
 
     def read(self) -> float:
         """Mean loss since the last read (one host sync); raise on a non-finite loss."""
-        self._reduce()
-        count = max(self._count, 1)
-        mean, bad_step, bad_value = torch.stack(
-            [self._total / count, self._bad_step.to(torch.float64), self._bad_value]
-        ).tolist()
+        mean, bad_step, bad_value = self._take()
         if bad_step >= 0:
             raise FloatingPointError(
                 f"fit: the training loss became {bad_value} at step {int(bad_step)} (the step that "
                 f"took iteration {int(bad_step) - 1} to {int(bad_step)}), the first non-finite loss; "
                 "lower the learning rate or check the data"
             )
-        self._total = torch.zeros_like(self._total)
-        self._count = 0
-        return mean
+        return float(mean)
 
 
 def fit(
