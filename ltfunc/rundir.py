@@ -539,14 +539,15 @@ def summary_rows(func: str, run_dir: Path) -> list[dict[str, Any]]:
 
 
 def check_masks(func: str, run_dir: Path) -> None:
-    """Check every finished round's mask against its summary and the run's θ0 (before resuming).
+    """Check the mask of every finished round against its summary and the run's θ0 (before resuming).
 
     Raises ``ValueError`` naming the first mask file that is corrupt, another round's, or
-    another model's; reads no weights.
+    another model's; reads no weights. A deleted mask file is not an error here: only the
+    rounds resuming reads from (ticket rounds with baselines left) need theirs.
     """
     for rounds in round_dirs(run_dir).values():
         for rd in rounds.values():
-            if (rd / "summary.json").is_file():
+            if (rd / "summary.json").is_file() and (rd / "mask.safetensors").exists():
                 _round_mask(func, run_dir, rd, "cpu")
 
 

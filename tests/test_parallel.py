@@ -323,6 +323,10 @@ def test_baselines_resume_from_the_tickets_masks_when_their_weights_were_deleted
                 assert tree_equal(load_tree(a / f), load_tree(b / f)), (condition, k, f)
             assert read_metrics(a / "metrics.jsonl") == read_metrics(b / "metrics.jsonl")
             assert summary_without_time(a / "summary.json") == summary_without_time(b / "summary.json")
+    # a finished baseline's deleted mask is not needed: resuming trains nothing
+    (rundir.round_dir(run, "reinit", 2) / "mask.safetensors").unlink()
+    (again,) = run_many([(TINY, run)], parallel=parallel, workers=2, data_root=data_root, progress=False)
+    assert again.trained == ()
     # a swapped ticket mask is named, not used
     m1 = rundir.round_dir(run, "ticket", 1) / "mask.safetensors"
     m1.write_bytes((rundir.round_dir(run, "ticket", 2) / "mask.safetensors").read_bytes())
