@@ -20,7 +20,8 @@ short windows (:func:`bench.facade.windows`); the table gives the best window an
 window. (c) gives the best and the median repeat. Ratios compare medians. On CUDA
 (``--device cuda``) only (a) and (b) run, synchronized at the window edges.
 
-Run ``python -m bench.members [--quick] [--threads N] [--models lenet300,conv2] [--ks 1,2,4]``
+Run ``python -m bench.members [--quick] [--threads N] [--models lenet300,conv2] [--ks 1,2,4]
+[--windows 20] [--steps 40]``
 on a quiet machine; it prints a markdown table and the machine (no assertion).
 """
 
@@ -102,8 +103,13 @@ def _variants(
     return {"members": run_members, "sequential": run_sequential}
 
 
-def in_process(name: str, ks: tuple[int, ...], quick: bool, device: str) -> list[dict[str, Any]]:
-    """(a) and (b) for every K: member-steps/s of the best and the median window."""
+def in_process(
+    name: str, ks: tuple[int, ...], quick: bool, device: str, n_windows: int = 20, steps: int = 40
+) -> list[dict[str, Any]]:
+    """(a) and (b) for every K: member-steps/s of the best and the median window.
+
+    ``n_windows`` windows of ``max(5, steps // K)`` calls per variant (4 of 2 with ``quick``).
+    """
     kmax = max(ks)
     members = [member(name, i, device) for i in range(kmax)]
     model = members[0][0]
@@ -117,7 +123,7 @@ def in_process(name: str, ks: tuple[int, ...], quick: bool, device: str) -> list
         for run in variants.values():  # warm-up: compilation
             for _ in range(3):
                 run()
-        times = windows(variants, 4 if quick else 20, 2 if quick else max(5, 40 // k), sync)
+        times = windows(variants, 4 if quick else n_windows, 2 if quick else max(5, steps // k), sync)
         for variant, us in times.items():
             rows.append(
                 {
@@ -151,10 +157,10 @@ def _worker(name: str, i: int, steps: int, repeats: int, barrier: Any, out: Any)
     out.put((i, spans))
 
 
-def processes(name: str, ks: tuple[int, ...], quick: bool) -> list[dict[str, Any]]:
+def processes(name: str, ks: tuple[int, ...], quick: bool, steps: int = 100) -> list[dict[str, Any]]:
     """(c) for every K: member-steps/s of the best and the median repeat (wall time of all K)."""
     ctx = mp.get_context("spawn")
-    steps, repeats = (5, 2) if quick else (100, 5)
+    steps, repeats = (5, 2) if quick else (steps, 5)
     rows = []
     saved = {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "TORCHINDUCTOR_COMPILE_THREADS")}
     os.environ.update({"OMP_NUM_THREADS": "1", "TORCHINDUCTOR_COMPILE_THREADS": "1"})  # the children's
@@ -229,6 +235,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--ks", default=None, help="comma-separated member counts (default 1,2,4,8,16)")
     parser.add_argument("--device", default="cpu", help="device of (a) and (b); (c) runs on the CPU only")
     parser.add_argument("--no-processes", action="store_true", help="skip (c)")
+    parser.add_argument("--windows", type=int, default=20, help="interleaved windows of (a) and (b)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=40,
+        help="calls per window: max(5, STEPS // K); (c): 2.5 x STEPS per repeat",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -239,9 +252,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ks = tuple(int(v) for v in args.ks.split(",")) if args.ks else ((1, 2) if args.quick else KS)
     rows: list[dict[str, Any]] = []
     for name in models:
-        rows += in_process(name, ks, args.quick, args.device)
+        rows += in_process(name, ks, args.quick, args.device, args.windows, args.steps)
         if not args.no_processes and args.device == "cpu":
-            rows += processes(name, ks, args.quick)
+            rows += processes(name, ks, args.quick, max(5, round(args.steps * 2.5)))
     print(
         f"member-steps/s, best / median window ((c): repeat); batch {BATCH} per member, Adam, 80% mask; "
         f"(a), (b) on {args.device}, torch threads: {torch.get_num_threads()}"

@@ -1,13 +1,16 @@
 """A study's rounds over worker processes vs one after the other: wall-clock of the same runs.
 
     python -m bench.parallel [--quick] [--seeds 0,1,2] [--rounds 2] [--iterations 1000] [--repeats 2]
+                             [--eval-every N]
 
 Three seeds of LeNet-300-100 on MNIST (ticket + random reinit + random pruning per round, the
 paper's optimizer and batch size, compiled step), run into fresh run directories by
 :func:`ltfunc.parallel.run_many` with ``parallel="sequential"`` (one process, torch's default
 threads) and ``parallel="processes"`` (one single-threaded worker per core). The two are
 alternated ``--repeats`` times and the whole wall-clock is timed, start-up and compilation
-included (what a user waits for). The aim (issue #13): processes at <= 0.55x sequential on
+included (what a user waits for). ``--eval-every`` sets how often each training evaluates
+(default: twice per training; the LeNet study evaluates every 100 iterations, which makes
+evaluation more than half of a training's time). The aim (issue #13): processes at <= 0.55x sequential on
 2 cores. Prints a markdown table; needs MNIST under ``$LTFUNC_DATA_ROOT`` (or ../shared/data).
 """
 
@@ -39,9 +42,12 @@ def _data_root() -> str:
     raise SystemExit("bench.parallel: MNIST not found: set LTFUNC_DATA_ROOT")
 
 
-def measure(seeds: tuple[int, ...], rounds: int, iterations: int, repeats: int) -> dict[str, list[float]]:
+def measure(
+    seeds: tuple[int, ...], rounds: int, iterations: int, repeats: int, eval_every: int | None = None
+) -> dict[str, list[float]]:
     """Wall seconds of each mode over ``repeats`` alternating repetitions."""
-    base = ImpConfig(rounds=rounds, iterations=iterations, eval_every=max(1, iterations // 2), val_size=5000)
+    every = eval_every or max(1, iterations // 2)
+    base = ImpConfig(rounds=rounds, iterations=iterations, eval_every=every, val_size=5000)
     root = _data_root()
     times: dict[str, list[float]] = {"sequential": [], "processes": []}
     for _ in range(repeats):
@@ -62,16 +68,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--iterations", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--eval-every", type=int, default=None, help="evaluate every N iterations")
     ns = p.parse_args(argv)
     seeds = tuple(int(s) for s in ns.seeds.split(","))
     if ns.quick:
         seeds, ns.rounds, ns.iterations, ns.repeats = seeds[:2], 1, 20, 1
-    times = measure(seeds, ns.rounds, ns.iterations, ns.repeats)
+    times = measure(seeds, ns.rounds, ns.iterations, ns.repeats, ns.eval_every)
     trainings = len(seeds) * (1 + 3 * ns.rounds)
     seq, par = min(times["sequential"]), min(times["processes"])
     print(
         f"\n{len(seeds)} seeds x (ticket + 2 baselines) x {ns.rounds} rounds + round 0 = "
-        f"{trainings} trainings of {ns.iterations} iterations; {available_cores()} cores, "
+        f"{trainings} trainings of {ns.iterations} iterations, evaluated every "
+        f"{ns.eval_every or max(1, ns.iterations // 2)}; {available_cores()} cores, "
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
         f"{ns.repeats} alternating repeat(s)\n"
     )
