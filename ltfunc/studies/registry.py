@@ -108,12 +108,14 @@ class Study:
             in by :func:`protocol_deviations`).
         claims: The comparison with the paper's numbers, each claim checked against the
             results (:mod:`ltfunc.studies.paper`).
+        paper_trials: Trials the paper averages per point; fewer seeds are listed as a
+            protocol deviation (``None``: not compared).
 
     Example:
         >>> from ltfunc.studies import STUDIES
         >>> s = STUDIES["lenet-mnist"]
         >>> s.config.model, s.config.iterations, s.seeds
-        ('lenet300', 50000, (0, 1, 2))
+        ('lenet300', 50000, (0, 1, 2, 3, 4))
     """
 
     name: str
@@ -129,6 +131,7 @@ class Study:
     curve_rounds: tuple[int, ...] = field(default=())
     protocol: tuple[str, ...] = ()
     claims: tuple[Claim, ...] = ()
+    paper_trials: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "reference", MappingProxyType(dict(self.reference)))
@@ -141,9 +144,12 @@ _FRANKLE_CARBIN = (
     "Frankle & Carbin, *The Lottery Ticket Hypothesis: Finding Sparse, Trainable Neural Networks*, ICLR 2019"
 )
 
-_PROTOCOL = (
+_TRIALS = (
     "trials: {n_seeds} seeds ({seeds}), one ticket each, where the paper averages five trials per "
-    "point (Figures 3-5).",
+    "point (Figures 3-5)."
+)
+
+_PROTOCOL = (
     "baselines: one random-reinit and one random-pruning draw per seed and round ({n_seeds} per "
     "point); for LeNet the paper reinitializes each ticket three times (15 per point, Section 2) and "
     "averages ten randomly sampled sparse networks per point (Figure 1).",
@@ -176,7 +182,7 @@ STUDIES: dict[str, Study] = {
             init="glorot_normal",
             baselines=BASELINES,
         ),
-        seeds=(0, 1, 2),
+        seeds=(0, 1, 2, 3, 4),
         min_seeds=3,
         reference={
             "model": "lenet300",
@@ -206,6 +212,7 @@ STUDIES: dict[str, Study] = {
             "*Comparison with the paper* above."
         ),
         protocol=_PROTOCOL,
+        paper_trials=5,
         claims=LENET_CLAIMS,
         curve_rounds=(0, 3, 7, 12, 15),  # 100, 51.3, 21.1, 7.0, 3.6 % weights: the paper's Figure 3
     ),
@@ -263,6 +270,7 @@ STUDIES: dict[str, Study] = {
             "are pruned."
         ),
         protocol=_PROTOCOL,
+        paper_trials=5,
         claims=CONV2_CLAIMS,
         notes=(
             "Fashion-MNIST (28×28 grayscale) instead of CIFAR-10 (32×32 RGB): conv1 has 1 input "
@@ -657,7 +665,9 @@ def protocol_deviations(study: str | Study, seeds: Sequence[int] | None = None) 
 
     :func:`deviations` lists the settings that differ; these are the differences no setting
     expresses: how many trials each point averages, how many baseline draws each seed makes,
-    and the validation split shared by all seeds (:attr:`Study.protocol`, filled in).
+    and the validation split shared by all seeds (:attr:`Study.protocol`, filled in). The
+    number of trials is listed when there are fewer seeds than the paper's
+    (:attr:`Study.paper_trials`).
 
     Args:
         study: A name of :data:`STUDIES` or a :class:`Study`.
@@ -672,7 +682,7 @@ def protocol_deviations(study: str | Study, seeds: Sequence[int] | None = None) 
     Example:
         >>> from ltfunc.studies import protocol_deviations
         >>> protocol_deviations("lenet-mnist")[0][:40]
-        'trials: 3 seeds (0, 1, 2), one ticket ea'
+        'baselines: one random-reinit and one ran'
         >>> protocol_deviations("lenet-mnist", [0, 1])[0][:25]
         'trials: 2 seeds (0, 1), o'
     """
@@ -683,4 +693,6 @@ def protocol_deviations(study: str | Study, seeds: Sequence[int] | None = None) 
         "seeds": ", ".join(map(str, chosen)),
         "val_size": s.config.val_size,
     }
-    return tuple(line.format(**fields) for line in s.protocol)
+    fewer = s.paper_trials is not None and len(chosen) < s.paper_trials
+    lines = ((_TRIALS,) if fewer else ()) + tuple(s.protocol)
+    return tuple(line.format(**fields) for line in lines)
