@@ -331,5 +331,5 @@ def test_baselines_resume_from_the_tickets_masks_when_their_weights_were_deleted
     m1 = rundir.round_dir(run, "ticket", 1) / "mask.safetensors"
     m1.write_bytes((rundir.round_dir(run, "ticket", 2) / "mask.safetensors").read_bytes())
     shutil.rmtree(rundir.round_dir(run, "reinit", 1))
-    with pytest.raises(ValueError, match="round_1/mask.safetensors"):
+    with pytest.raises(ValueError, match=r"round_1/mask\.safetensors"):
         run_many([(TINY, run)], parallel=parallel, workers=2, data_root=data_root, progress=False)
