@@ -112,7 +112,7 @@ def test_lenet_study_uses_the_paper_settings() -> None:
     assert c.rounds >= 15
     assert by_hand[-1] <= 0.036 < by_hand[-2]
     assert deviations("lenet-mnist") == ()
-    assert [cfg.seed for cfg in study_configs("lenet-mnist")] == [0, 1, 2]
+    assert [cfg.seed for cfg in study_configs("lenet-mnist")] == [0, 1, 2, 3, 4]
 
 
 def test_conv2_study_rates_and_documented_deviations() -> None:
@@ -463,8 +463,8 @@ def test_lenet_claims_quote_the_papers_numbers_with_sources() -> None:
         ({("ticket", "7", "early_stop_iteration_mean"): "1900"}, "early-stop-minimum"),
         # a reinit round above 21.1% more than one std below dense (the drop would start there)
         ({("reinit", "3", "test_accuracy_at_early_stop_mean"): "0.9760"}, "reinit-drops-from-21"),
-        # random pruning within one std of the ticket at 41%
-        ({("random_prune", "4", "test_accuracy_at_early_stop_mean"): "0.9800"}, "random-pruning"),
+        # random pruning above the ticket at 13.5%, below it on either side
+        ({("random_prune", "9", "test_accuracy_at_early_stop_mean"): "0.9850"}, "random-pruning"),
     ],
 )
 def test_a_doctored_table_fails_the_claim_it_contradicts(
@@ -500,7 +500,8 @@ def test_protocol_differences_are_listed_beside_the_settings() -> None:
     three = protocol_deviations("lenet-mnist", [0, 1, 2])
     assert three[0].startswith("trials: 3 seeds (0, 1, 2), one ticket each, where the paper averages five")
     lines = protocol_deviations("lenet-mnist")  # the study's 5 seeds: as many trials as the paper's
-    assert lines == three[1:] and not any(line.startswith("trials:") for line in lines)
+    assert len(lines) == len(three) - 1 and not any(line.startswith("trials:") for line in lines)
+    assert "(3 per point)" in three[1]
     assert "one random-reinit and one random-pruning draw per seed and round (5 per point)" in lines[0]
     assert "15 per point" in lines[0] and "ten randomly sampled sparse networks" in lines[0]
     assert "the same 5,000 training images" in lines[1]

@@ -211,7 +211,7 @@ def collect(
         >>> root = tempfile.mkdtemp()
         >>> res = collect("lenet-mnist", runs_dir=f"{root}/runs", out=f"{root}/out")
         >>> res.complete, res.finished, res.expected, [p.name for p in res.files]
-        (False, 0, 138, ['rounds.csv', 'runs.csv', 'results.md'])
+        (False, 0, 230, ['rounds.csv', 'runs.csv', 'results.md'])
     """
     func = "collect"
     s = get_study(study)
