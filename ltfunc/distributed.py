@@ -44,7 +44,7 @@ import os
 import sys
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -387,9 +387,7 @@ def exit_rank(parallel: DataParallel | None, code: int) -> int:
     """
     if parallel is None:
         return code
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    _exit_now(code)
 
 
 def failed(code: int) -> int:
@@ -411,7 +409,12 @@ def failed(code: int) -> int:
         2
     """
     if dist.is_available() and dist.is_initialized():
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        _exit_now(code)
     return code
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Flush stdout and stderr and end the process with ``code``, skipping the interpreter's teardown."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -42,8 +42,12 @@ def _seeds(values: dict[int, float], fmt: str) -> str:
     return ", ".join(f"{fmt.format(v)} (seed {s})" for s, v in sorted(values.items()))
 
 
+def _seed_count(t: Table) -> int:
+    return len(t.per_seed("ticket", 100.0, _ES))
+
+
 def _n_seeds(t: Table) -> str:
-    return f"{len(t.per_seed('ticket', 100.0, _ES))} seeds"
+    return f"{_seed_count(t)} seeds"
 
 
 def _change(ratio: float) -> str:
@@ -181,7 +185,7 @@ def _es21_reinit_detail(t: Table) -> str:
         f"Per seed {_seeds(_seed_ratio(t, 'reinit', 21.1, 'ticket', 21.1), '{:.2f}×')}: {below} of "
         f"{len(ratios)} below 2.51×, {statistics.mean(ratios):.2f} ± {statistics.stdev(ratios):.2f}× over "
         "the seeds, so the paper's 2.51× lies more than one std above our mean. Our reinit baseline is one "
-        f"draw per seed ({len(ratios)} per point, where the paper has 15), which makes it noisier; the "
+        f"draw per seed ({_seed_count(t)} per point, where the paper has 15), which makes it noisier; the "
         "reason for the gap is unknown."
     )
 

@@ -28,7 +28,7 @@ from .registry import (
     study_configs,
 )
 from .results import _check_no_regression, _write_results
-from .state import _found_seeds, _holds, _seed_states
+from .state import _found_seeds, _holds, _seed_states, _SeedState
 
 __all__ = ["CollectResult", "collect", "reproduce", "run_study"]
 
@@ -274,7 +274,7 @@ def _study_state(
     runs_dir: PathLike,
     out: PathLike | None,
     ovr: Mapping[str, int],
-) -> tuple[Path, Path, tuple[int, ...], list[Any]]:
+) -> tuple[Path, Path, tuple[int, ...], list[_SeedState]]:
     """``(runs, out_dir, all_seeds, states)``: the requested seeds and any other found in ``runs``."""
     runs = _check_path(func, "runs_dir", runs_dir)
     prefix = run_name(s, ovr)
