@@ -17,11 +17,15 @@ random mask) and K = 1, 2, 4, 8, 16 members, the throughput in **member-steps pe
 
 (a) and (b) run in this process (``--threads N``: ``torch.set_num_threads(N)``), interleaved in
 short windows (:func:`bench.facade.windows`); the table gives the best window and the median
-window. (c) gives the best and the median repeat. Ratios compare medians. On CUDA
-(``--device cuda``) only (a) and (b) run, synchronized at the window edges.
+window, and the page faults per member-step. ``--malloc both`` (the default) runs (a) and (b)
+twice: here with :func:`ltfunc.allocator.reuse_freed_memory` (what the ``ltfunc`` command and
+its workers use) and in a child process with glibc left as it is, the two processes taking
+turns window by window (only one runs at a time); (c) runs with the former. (c) gives the best and the median
+repeat. Ratios compare medians. On CUDA (``--device cuda``) only (a) and (b) run,
+synchronized at the window edges.
 
 Run ``python -m bench.members [--quick] [--threads N] [--models lenet300,conv2] [--ks 1,2,4]
-[--windows 20] [--steps 40]``
+[--windows 20] [--steps 40] [--malloc reuse|system|both]``
 on a quiet machine; it prints a markdown table and the machine (no assertion).
 """
 
@@ -30,6 +34,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import resource
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -38,6 +43,7 @@ from typing import Any
 import torch
 
 import ltfunc
+import ltfunc.allocator
 from bench.facade import windows
 from bench.report import format_machine, machine_summary
 from ltfunc.members import make_members_step
@@ -103,13 +109,69 @@ def _variants(
     return {"members": run_members, "sequential": run_sequential}
 
 
+class _Turns:
+    """Two processes taking turns over a pipe: only the one holding the turn runs (and times) work."""
+
+    def __init__(self, conn: Any, holding: bool) -> None:
+        self.conn, self.holding = conn, holding
+
+    def take(self) -> None:
+        if not self.holding:
+            self.conn.recv()
+            self.holding = True
+
+    def give(self) -> None:
+        self.conn.send(None)
+        self.holding = False
+
+
+def _counted(run: Callable[[], None], faults: list[int]) -> Callable[[], None]:
+    """``run``, adding the page faults it causes to ``faults[0]``."""
+
+    def call() -> None:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        run()
+        faults[0] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    return call
+
+
 def in_process(
-    name: str, ks: tuple[int, ...], quick: bool, device: str, n_windows: int = 20, steps: int = 40
+    name: str,
+    ks: tuple[int, ...],
+    quick: bool,
+    device: str,
+    n_windows: int = 20,
+    steps: int = 40,
+    malloc: str = "reuse",
+    turns: _Turns | None = None,
 ) -> list[dict[str, Any]]:
-    """(a) and (b) for every K: member-steps/s of the best and the median window.
+    """(a) and (b) for every K: member-steps/s of the best and the median window, page faults per member-step.
 
     ``n_windows`` windows of ``max(5, steps // K)`` calls per variant (4 of 2 with ``quick``).
+    ``malloc``: ``"reuse"`` calls :func:`ltfunc.allocator.reuse_freed_memory` first,
+    ``"system"`` leaves glibc as it is (the process must not have called it), ``"both"`` runs
+    ``"reuse"`` here and ``"system"`` in a child process, the two taking turns window by
+    window (rows of the child have ``malloc="system"``).
     """
+    if malloc == "both":
+        ctx = mp.get_context("spawn")
+        here, there = ctx.Pipe()
+        child = ctx.Process(
+            target=_system_child,
+            args=(name, ks, quick, device, n_windows, steps, torch.get_num_threads(), there),
+        )
+        child.start()
+        mine = _Turns(here, holding=True)
+        rows = in_process(name, ks, quick, device, n_windows, steps, "reuse", mine)
+        mine.take()  # the child's last window
+        rows += here.recv()
+        child.join(timeout=60)
+        if child.exitcode != 0:
+            raise RuntimeError(f"bench.members: the system-malloc process exited with {child.exitcode}")
+        return rows
+    if malloc == "reuse" and not ltfunc.allocator.reuse_freed_memory():
+        raise RuntimeError("bench.members: --malloc reuse needs glibc")
     kmax = max(ks)
     members = [member(name, i, device) for i in range(kmax)]
     model = members[0][0]
@@ -119,27 +181,63 @@ def in_process(
     sync = torch.cuda.synchronize if device.startswith("cuda") else None
     rows = []
     for k in ks:
-        variants = _variants(model, opt, step, mask, [p for _, p, _ in members[:k]], data(k, k, device))
+        if turns is not None:
+            turns.take()
+        faults = {"members": [0], "sequential": [0]}
+        variants = {
+            v: _counted(run, faults[v])
+            for v, run in _variants(
+                model, opt, step, mask, [p for _, p, _ in members[:k]], data(k, k, device)
+            ).items()
+        }
         for run in variants.values():  # warm-up: compilation
             for _ in range(3):
                 run()
-        times = windows(variants, 4 if quick else n_windows, 2 if quick else max(5, steps // k), sync)
+        for f in faults.values():
+            f[0] = 0
+        n, per_window = (4, 2) if quick else (n_windows, max(5, steps // k))
+        times: dict[str, list[float]] = {v: [] for v in variants}
+        for _ in range(n):
+            if turns is not None:
+                turns.take()
+            for v, us in windows(variants, 1, per_window, sync).items():
+                times[v] += us
+            if turns is not None:
+                turns.give()
         for variant, us in times.items():
             rows.append(
                 {
                     "model": name,
                     "k": k,
                     "variant": variant,
+                    "malloc": malloc,
                     "best": k / (min(us) * 1e-6),
                     "median": k / (statistics.median(us) * 1e-6),
+                    "faults": faults[variant][0] / (n * per_window * k),
                 }
             )
     return rows
 
 
+def _system_child(
+    name: str,
+    ks: tuple[int, ...],
+    quick: bool,
+    device: str,
+    n_windows: int,
+    steps: int,
+    threads: int,
+    conn: Any,
+) -> None:
+    """``in_process(..., malloc="system")`` taking turns with the parent; sends its rows when done."""
+    torch.set_num_threads(threads)
+    conn.send(in_process(name, ks, quick, device, n_windows, steps, "system", _Turns(conn, holding=False)))
+
+
 def _worker(name: str, i: int, steps: int, repeats: int, barrier: Any, out: Any) -> None:
     """(c): one member in its own single-threaded process; puts ``(i, [(start, end), ...])``."""
     torch.set_num_threads(1)
+    ltfunc.allocator.reuse_freed_memory()  # as ltfunc's own workers do
     model, params, mask = member(name, i, "cpu")
     step = ltfunc.make_train_step(model, ltfunc.optim.adam(lr=LR), compile=True)
     flat = step._pack(step.init(params))
@@ -187,6 +285,7 @@ def processes(name: str, ks: tuple[int, ...], quick: bool, steps: int = 100) -> 
                     "model": name,
                     "k": k,
                     "variant": "processes",
+                    "malloc": "reuse",
                     "best": max(rates),
                     "median": statistics.median(rates),
                 }
@@ -205,25 +304,34 @@ def _rate(v: float) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """The markdown table: member-steps/s (best / median) of each variant and the median ratios."""
-    by = {(r["model"], r["k"], r["variant"]): r for r in rows}
+    """The markdown table: member-steps/s (best / median), median ratios and page faults per member-step.
+
+    One line per model, K and malloc setting (``reuse``: :func:`ltfunc.allocator.reuse_freed_memory`;
+    ``system``: glibc as it is); (c) always runs with ``reuse``.
+    """
+    by = {(r["model"], r["k"], r["variant"], r["malloc"]): r for r in rows}
     has_c = any(r["variant"] == "processes" for r in rows)
-    head = "| model | K | (a) members, 1 vmapped step | (b) K sequential steps |"
+    head = "| model | K | malloc | (a) members, 1 vmapped step | (b) K sequential steps |"
     head += " (c) K processes × 1 thread | (a)/(b) | (a)/(c) |" if has_c else " (a)/(b) |"
+    head += " faults per member-step (a) / (b) |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    mallocs = [
+        m for m in ("reuse", "system") if any(r["malloc"] == m and r["variant"] != "processes" for r in rows)
+    ]
     for model, k in sorted(
         {(r["model"], r["k"]) for r in rows}, key=lambda mk: (list(MODELS).index(mk[0]), mk[1])
     ):
-        cells = []
-        for variant in ("members", "sequential", "processes") if has_c else ("members", "sequential"):
-            r = by.get((model, k, variant))
-            cells.append("—" if r is None else f"{_rate(r['best'])} / {_rate(r['median'])}")
-        a = by.get((model, k, "members"))
-        ratios = []
-        for other in ("sequential", "processes") if has_c else ("sequential",):
-            o = by.get((model, k, other))
-            ratios.append("—" if a is None or o is None else f"{a['median'] / o['median']:.2f}")
-        lines.append(f"| {MODELS[model]} | {k} | " + " | ".join(cells + ratios) + " |")
+        for malloc in mallocs:
+            a, b = by.get((model, k, "members", malloc)), by.get((model, k, "sequential", malloc))
+            c = by.get((model, k, "processes", malloc))
+            cells = [
+                "—" if r is None else f"{_rate(r['best'])} / {_rate(r['median'])}"
+                for r in ((a, b, c) if has_c else (a, b))
+            ]
+            for other in (b, c) if has_c else (b,):
+                cells.append("—" if a is None or other is None else f"{a['median'] / other['median']:.2f}")
+            cells.append(" / ".join("—" if r is None else f"{r['faults']:,.0f}" for r in (a, b)))
+            lines.append(f"| {MODELS[model]} | {k} | {malloc} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -236,6 +344,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--device", default="cpu", help="device of (a) and (b); (c) runs on the CPU only")
     parser.add_argument("--no-processes", action="store_true", help="skip (c)")
     parser.add_argument("--windows", type=int, default=20, help="interleaved windows of (a) and (b)")
+    parser.add_argument(
+        "--malloc",
+        choices=("reuse", "system", "both"),
+        default="both",
+        help="allocator of (a) and (b): ltfunc.allocator's setting, glibc's, or both (taking turns)",
+    )
     parser.add_argument(
         "--steps",
         type=int,
@@ -252,7 +366,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ks = tuple(int(v) for v in args.ks.split(",")) if args.ks else ((1, 2) if args.quick else KS)
     rows: list[dict[str, Any]] = []
     for name in models:
-        rows += in_process(name, ks, args.quick, args.device, args.windows, args.steps)
+        rows += in_process(name, ks, args.quick, args.device, args.windows, args.steps, args.malloc)
         if not args.no_processes and args.device == "cpu":
             rows += processes(name, ks, args.quick, max(5, round(args.steps * 2.5)))
     print(

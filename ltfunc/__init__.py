@@ -85,6 +85,7 @@ __all__ = [
 
 _LAZY = frozenset(
     {
+        "allocator",
         "cli",
         "config",
         "evaluation",

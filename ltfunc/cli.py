@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import distributed, masks, params, prune, report
+from . import allocator, distributed, masks, params, prune, report
 from ._export_cli import add_export_parser, cmd_export
 from .cli_args import (
     RUN_KEY_TYPES,
@@ -599,6 +599,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = list(sys.argv[1:] if argv is None else argv)
     ns = build_parser().parse_args(args)
+    allocator.at_entry()  # large step buffers reuse mapped pages (LTFUNC_SYSTEM_MALLOC=1: not)
     try:
         check_outputs(ns)
         if (code := sweep_command(ns)) is not None:

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from . import rundir
+from . import allocator, rundir
 from ._checks import check_bool, check_callable, check_choice, check_int
 from .config import ImpConfig
 from .data import Dataset
@@ -135,8 +135,10 @@ compiled once per architecture and reused by every task, seed and round the work
 
 
 def _init_worker(threads: int, parent: int | None = None) -> None:
-    """Pool worker start-up: its thread count, and (Linux) die with the process ``parent`` that started it."""
+    """Pool worker start-up: its thread count, malloc keeping freed memory (:mod:`ltfunc.allocator`)
+    and (Linux) death with the process ``parent`` that started it."""
     torch.set_num_threads(max(1, threads))
+    allocator.at_entry()
     if sys.platform.startswith("linux"):
         try:  # PR_SET_PDEATHSIG = 1: a killed parent does not leave workers writing its runs
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
