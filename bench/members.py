@@ -45,6 +45,7 @@ import torch
 import ltfunc
 import ltfunc.allocator
 from bench.facade import windows
+from bench.malloc import Turns
 from bench.report import format_machine, machine_summary
 from ltfunc.members import make_members_step
 
@@ -109,22 +110,6 @@ def _variants(
     return {"members": run_members, "sequential": run_sequential}
 
 
-class _Turns:
-    """Two processes taking turns over a pipe: only the one holding the turn runs (and times) work."""
-
-    def __init__(self, conn: Any, holding: bool) -> None:
-        self.conn, self.holding = conn, holding
-
-    def take(self) -> None:
-        if not self.holding:
-            self.conn.recv()
-            self.holding = True
-
-    def give(self) -> None:
-        self.conn.send(None)
-        self.holding = False
-
-
 def _counted(run: Callable[[], None], faults: list[int]) -> Callable[[], None]:
     """``run``, adding the page faults it causes to ``faults[0]``."""
 
@@ -144,7 +129,7 @@ def in_process(
     n_windows: int = 20,
     steps: int = 40,
     malloc: str = "reuse",
-    turns: _Turns | None = None,
+    turns: Turns | None = None,
 ) -> list[dict[str, Any]]:
     """(a) and (b) for every K: member-steps/s of the best and the median window, page faults per member-step.
 
@@ -162,7 +147,8 @@ def in_process(
             args=(name, ks, quick, device, n_windows, steps, torch.get_num_threads(), there),
         )
         child.start()
-        mine = _Turns(here, holding=True)
+        here.recv()  # its start-up (imports) done before anything is timed here
+        mine = Turns(here, holding=True)
         rows = in_process(name, ks, quick, device, n_windows, steps, "reuse", mine)
         mine.take()  # the child's last window
         rows += here.recv()
@@ -172,6 +158,8 @@ def in_process(
         return rows
     if malloc == "reuse" and not ltfunc.allocator.reuse_freed_memory():
         raise RuntimeError("bench.members: --malloc reuse needs glibc")
+    if turns is not None:
+        turns.take()
     kmax = max(ks)
     members = [member(name, i, device) for i in range(kmax)]
     model = members[0][0]
@@ -231,7 +219,8 @@ def _system_child(
 ) -> None:
     """``in_process(..., malloc="system")`` taking turns with the parent; sends its rows when done."""
     torch.set_num_threads(threads)
-    conn.send(in_process(name, ks, quick, device, n_windows, steps, "system", _Turns(conn, holding=False)))
+    conn.send("ready")
+    conn.send(in_process(name, ks, quick, device, n_windows, steps, "system", Turns(conn, holding=False)))
 
 
 def _worker(name: str, i: int, steps: int, repeats: int, barrier: Any, out: Any) -> None:

@@ -3,17 +3,18 @@
 A compiled step allocates its outputs anew on every call (new params, optimizer state,
 gradients) and frees the previous ones. PyTorch's CPU allocator takes that memory from the C
 library's ``malloc``; glibc serves blocks above its mmap threshold (at most 32 MiB) with fresh
-``mmap`` pages and gives them back on ``free``, so every call touches new pages and pays one
-page fault (and the kernel zeroing the page) per 4 KiB. For a Conv-2 step (3.3 M weights, Adam)
-that is about 2,000 faults per step; K = 4 stacked members fault on about 39,000 pages per
-step, which costs more than their arithmetic (``bench/README.md``, "Page faults").
+``mmap`` pages and unmaps them on ``free``, so every call touches new pages and pays a page
+fault (and the kernel zeroing the page) per 4 KiB. Stacked members hit this first: K = 4
+Conv-2 members (four 13 MB params rows in one 53 MB buffer, the same for each Adam moment)
+run at about two thirds of the speed of four sequential steps with glibc as it is, and at
+the same speed with this setting (``bench/README.md``, "Members").
 
 :func:`reuse_freed_memory` tells glibc to serve every block from its heap and to keep freed
 memory there (up to 2 GiB free at the top of the heap), so the next call reuses pages that are
 already mapped. The peak memory of the process is unchanged; what is freed stays resident for
-reuse instead of going back to the system. The ``ltfunc`` command, its worker processes and
-the benchmarks call it at start; set ``LTFUNC_SYSTEM_MALLOC=1`` to leave malloc as it is.
-A library user calls it once at the start of a training script.
+reuse instead of going back to the system. The ``ltfunc`` command and its worker processes
+call it at start; set ``LTFUNC_SYSTEM_MALLOC=1`` to leave malloc as it is. A library user
+calls it once at the start of a training script.
 """
 
 from __future__ import annotations
