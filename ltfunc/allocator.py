@@ -4,10 +4,11 @@ A compiled step allocates its outputs anew on every call (new params, optimizer 
 gradients) and frees the previous ones. PyTorch's CPU allocator takes that memory from the C
 library's ``malloc``; glibc serves blocks above its mmap threshold (at most 32 MiB) with fresh
 ``mmap`` pages and unmaps them on ``free``, so every call touches new pages and pays a page
-fault (and the kernel zeroing the page) per 4 KiB. Stacked members hit this first: K = 4
+fault (and the kernel zeroing the page) per 4 KiB. Large buffers hit this: K = 4 stacked
 Conv-2 members (four 13 MB params rows in one 53 MB buffer, the same for each Adam moment)
-run at about two thirds of the speed of four sequential steps with glibc as it is, and at
-the same speed with this setting (``bench/README.md``, "Members").
+run at about two thirds of the speed of four sequential steps with glibc as it is and at the
+same speed with this setting, and a ResNet-20 step at batch 128 (activations of megabytes
+each) takes three quarters of the time with it (``bench/README.md``, "Memory reuse").
 
 :func:`reuse_freed_memory` tells glibc to serve every block from its heap and to keep freed
 memory there (up to 2 GiB free at the top of the heap), so the next call reuses pages that are
@@ -42,7 +43,7 @@ def reuse_freed_memory() -> bool:
         ``True`` if glibc took both settings, ``False`` where there is no glibc ``mallopt``.
 
     Raises:
-        Nothing: an allocator that refuses the settings leaves the process as it was.
+        Nothing: a setting glibc refuses makes it return ``False``.
 
     Example:
         >>> import ltfunc.allocator

@@ -16,11 +16,12 @@ params dicts, optimizer states, buffers, masks); :func:`stack_states` /
 :func:`unstack_state` do it for whole train states.
 
 Same numbers as one run. The step vmaps the very function that
-:func:`ltfunc.make_train_step` runs for one member (``ltfunc.step.TrainStep``'s pure core,
-on the flat layout of :mod:`ltfunc._flat`): each member's loss, masked gradients, optimizer
-update (any :mod:`ltfunc.optim` optimizer: its ``update`` is a pure function over dict
-pytrees) and BatchNorm statistics are those of training it alone with ``make_train_step``
-on the same batches, up to float rounding of the batched kernels.
+:func:`ltfunc.make_train_step` runs for one member (``ltfunc.step.TrainStep``'s pure core, on
+the flat layout of :mod:`ltfunc._flat`; a single member runs it without ``vmap``): each
+member's loss, masked gradients, optimizer update (any :mod:`ltfunc.optim` optimizer: its
+``update`` is a pure function over dict pytrees) and BatchNorm statistics are those of
+training it alone with ``make_train_step`` on the same batches, up to float rounding of the
+batched kernels.
 
 Per member: a mask (a list of K masks, one mask shared by all, or a stacked mask), a batch
 (``(K, B, ...)`` inputs, so each member keeps its own data order; or one batch shared by all
@@ -118,7 +119,13 @@ class MembersStep:
             lr: Tensor,
             buffers: Buffers,
         ) -> Any:
-            return vcore(flat, opt_state, flat_mask, x, y, lr, buffers)
+            if flat.shape[0] > 1:
+                return vcore(flat, opt_state, flat_mask, x, y, lr, buffers)
+            # One member: its step as it is (a size-1 vmap only adds batching overhead).
+            xy = (x, y) if shared_batch else (x[0], y[0])
+            bufs = {n: b[0] for n, b in buffers.items()}
+            out = core(flat[0], optree.tree_map(lambda t: t[0], opt_state), flat_mask[0], *xy, lr[0], bufs)
+            return optree.tree_map(lambda t: t.unsqueeze(0), out)
 
         self._compiles = [0]
         self._fn: Callable[..., Any] = compile_step(members_step, self._compiles) if compile else members_step

@@ -218,3 +218,27 @@ def test_compiled_once_across_masks_lrs_and_states() -> None:
     assert tree_allclose(states.params, ref.params, rtol=1e-4, atol=1e-5)
     states, _ = vstep(vstep.init(params), mks, (xs[0], ys[0]), 0.01)  # fresh optimizer states
     assert vstep.num_compiles == 1
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_one_compiled_member_equals_its_single_step_and_more_members_still_vmap(shared: bool) -> None:
+    model = TinyBN()
+    opt = optim.adam(lr=0.01)
+    params = member_params(model, 3)
+    mks = member_masks(params)
+    xs, ys = member_data(3, 2)
+    vstep = make_members_step(model, opt, compile=True, shared_batch=shared)
+    one = make_train_step(model, opt, compile=False)
+    states, alone = vstep.init(params[:1]), one.init(params[0])
+    for t in range(2):
+        batch = (xs[t, 0], ys[t, 0])
+        states, metrics = vstep(states, mks[:1], batch if shared else (xs[t, :1], ys[t, :1]), 0.01)
+        alone, m = one(alone, mks[0], batch, 0.01)
+        assert metrics["loss"].shape == (1,)
+        torch.testing.assert_close(metrics["loss"][0], m["loss"], rtol=1e-5, atol=1e-6)
+    mine = unstack_state(states, 0)
+    assert tree_allclose(mine.params, alone.params, rtol=1e-5, atol=1e-6)
+    assert tree_allclose(mine.opt_state, alone.opt_state, rtol=1e-5, atol=1e-6)
+    assert tree_allclose(mine.buffers, alone.buffers, rtol=1e-5, atol=1e-6)
+    three, _ = vstep(vstep.init(params), mks, (xs[0, 0], ys[0, 0]) if shared else (xs[0], ys[0]), 0.01)
+    assert three.params["fc1.weight"].shape[0] == 3 and vstep.num_compiles == 2  # one graph per K
