@@ -18,13 +18,14 @@ import multiprocessing as mp
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 import ltfunc
 import ltfunc.allocator
-from bench.report import format_machine, machine_summary
+from bench.report import print_result
 
 SHAPES = {
     "lenet300": ("LeNet-300-100", 60, (1, 28, 28), "adam"),
@@ -97,23 +98,39 @@ def _child(names: list[str], n_windows: int, steps: int, threads: int, conn: Any
     conn.send([measure(name, n_windows, steps, turns, "system") for name in names])
 
 
-def run(names: list[str], n_windows: int, steps: int) -> list[dict[str, Any]]:
-    """Both sides for every model: rows of :func:`measure`, ``reuse`` first."""
+def beside_child(
+    name: str, target: Callable[..., None], args: tuple[Any, ...], here: Callable[[Turns], list[Any]]
+) -> list[Any]:
+    """``here(turns)`` in this process and ``target(*args, conn)`` in a spawned child, taking turns.
+
+    The child is spawned before anything here changes malloc (glibc as it is there); it sends
+    ``"ready"`` once imported, then takes turns and finally sends its rows. Returns here's rows,
+    then the child's.
+    """
     ctx = mp.get_context("spawn")
-    here, there = ctx.Pipe()
-    child = ctx.Process(target=_child, args=(names, n_windows, steps, torch.get_num_threads(), there))
-    child.start()  # spawned before this process changes malloc: glibc as it is there
-    here.recv()  # its start-up (imports) done before anything is timed here
-    if not ltfunc.allocator.reuse_freed_memory():
-        raise RuntimeError("bench.malloc needs glibc")
-    turns = Turns(here, holding=True)
-    rows = [measure(name, n_windows, steps, turns, "reuse") for name in names]
+    mine, there = ctx.Pipe()
+    child = ctx.Process(target=target, args=(*args, there))
+    child.start()
+    mine.recv()  # its start-up (imports) done before anything is timed here
+    turns = Turns(mine, holding=True)
+    rows = here(turns)
     turns.take()  # the child's last window
-    rows += here.recv()
+    rows += mine.recv()
     child.join(timeout=60)
     if child.exitcode != 0:
-        raise RuntimeError(f"bench.malloc: the glibc-as-is process exited with {child.exitcode}")
+        raise RuntimeError(f"{name}: the glibc-as-is process exited with {child.exitcode}")
     return rows
+
+
+def run(names: list[str], n_windows: int, steps: int) -> list[dict[str, Any]]:
+    """Both sides for every model: rows of :func:`measure`, ``reuse`` first."""
+
+    def here(turns: Turns) -> list[dict[str, Any]]:
+        if not ltfunc.allocator.reuse_freed_memory():
+            raise RuntimeError("bench.malloc needs glibc")
+        return [measure(name, n_windows, steps, turns, "reuse") for name in names]
+
+    return beside_child("bench.malloc", _child, (names, n_windows, steps, torch.get_num_threads()), here)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -150,13 +167,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = run(names, args.windows, args.steps)
-    print(
-        f"fit-path step, torch threads: {torch.get_num_threads()}; {args.steps} steps a window, taking turns"
-    )
-    print()
-    print(table(rows))
-    print()
-    print(format_machine(machine_summary()))
+    title = f"fit-path step, torch threads: {torch.get_num_threads()}; {args.steps} steps a window, in turns"
+    print_result(title, table(rows))
     return rows
 
 

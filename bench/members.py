@@ -45,8 +45,8 @@ import torch
 import ltfunc
 import ltfunc.allocator
 from bench.facade import windows
-from bench.malloc import Turns
-from bench.report import format_machine, machine_summary
+from bench.malloc import Turns, beside_child
+from bench.report import print_result
 from ltfunc.members import make_members_step
 
 BATCH = 60
@@ -140,22 +140,12 @@ def in_process(
     window (rows of the child have ``malloc="system"``).
     """
     if malloc == "both":
-        ctx = mp.get_context("spawn")
-        here, there = ctx.Pipe()
-        child = ctx.Process(
-            target=_system_child,
-            args=(name, ks, quick, device, n_windows, steps, torch.get_num_threads(), there),
+        return beside_child(
+            "bench.members",
+            _system_child,
+            (name, ks, quick, device, n_windows, steps, torch.get_num_threads()),
+            lambda mine: in_process(name, ks, quick, device, n_windows, steps, "reuse", mine),
         )
-        child.start()
-        here.recv()  # its start-up (imports) done before anything is timed here
-        mine = Turns(here, holding=True)
-        rows = in_process(name, ks, quick, device, n_windows, steps, "reuse", mine)
-        mine.take()  # the child's last window
-        rows += here.recv()
-        child.join(timeout=60)
-        if child.exitcode != 0:
-            raise RuntimeError(f"bench.members: the system-malloc process exited with {child.exitcode}")
-        return rows
     if malloc == "reuse" and not ltfunc.allocator.reuse_freed_memory():
         raise RuntimeError("bench.members: --malloc reuse needs glibc")
     if turns is not None:
@@ -358,14 +348,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         rows += in_process(name, ks, args.quick, args.device, args.windows, args.steps, args.malloc)
         if not args.no_processes and args.device == "cpu":
             rows += processes(name, ks, args.quick, max(5, round(args.steps * 2.5)))
-    print(
+    print_result(
         f"member-steps/s, best / median window ((c): repeat); batch {BATCH} per member, Adam, 80% mask; "
-        f"(a), (b) on {args.device}, torch threads: {torch.get_num_threads()}"
+        f"(a), (b) on {args.device}, torch threads: {torch.get_num_threads()}",
+        table(rows),
     )
-    print()
-    print(table(rows))
-    print()
-    print(format_machine(machine_summary()))
     return rows
 
 

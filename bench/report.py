@@ -226,6 +226,15 @@ def format_machine(machine: dict[str, Any]) -> str:
     )
 
 
+def print_result(title: str, table: str) -> None:
+    """Print a standalone benchmark's result: its title line, its markdown table and the machine."""
+    print(title)
+    print()
+    print(table)
+    print()
+    print(format_machine(machine_summary()))
+
+
 def format_report(records: Iterable[dict[str, Any]], machine: dict[str, Any]) -> str:
     """The full report: machine, per-group table, aims.
 
