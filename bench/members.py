@@ -20,9 +20,9 @@ short windows (:func:`bench.facade.windows`); the table gives the best window an
 window, and the page faults per member-step. ``--malloc both`` (the default) runs (a) and (b)
 twice: here with :func:`ltfunc.allocator.reuse_freed_memory` (what the ``ltfunc`` command and
 its workers use) and in a child process with glibc left as it is, the two processes taking
-turns window by window (only one runs at a time); (c) runs with the former. (c) gives the best and the median
-repeat. Ratios compare medians. On CUDA (``--device cuda``) only (a) and (b) run,
-synchronized at the window edges.
+turns window by window (only one runs at a time); without glibc the default is ``system``.
+(c) runs with the former and gives the best and the median repeat. Ratios compare medians.
+On CUDA (``--device cuda``) only (a) and (b) run, synchronized at the window edges.
 
 Run ``python -m bench.members [--quick] [--threads N] [--models lenet300,conv2] [--ks 1,2,4]
 [--windows 20] [--steps 40] [--malloc reuse|system|both]``
@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import platform
 import resource
 import statistics
 import time
@@ -326,7 +327,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument(
         "--malloc",
         choices=("reuse", "system", "both"),
-        default="both",
+        default="both" if platform.libc_ver()[0] == "glibc" else "system",
         help="allocator of (a) and (b): ltfunc.allocator's setting, glibc's, or both (taking turns)",
     )
     parser.add_argument(
