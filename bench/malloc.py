@@ -52,7 +52,8 @@ class Turns:
         self.holding = False
 
 
-def _faults() -> int:
+def faults() -> int:
+    """This process's minor page faults so far (``ru_minflt``)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
@@ -70,22 +71,22 @@ def measure(name: str, n_windows: int, steps: int, turns: Turns, malloc: str) ->
     fs = step._pack(step.init(params))
     for _ in range(3):  # compile and warm up
         fs, _ = step._flat_step(fs, mask, xy, 0.01)
-    us, faults = [], 0
+    us, n_faults = [], 0
     for _ in range(n_windows):
         turns.take()
-        f0, t0 = _faults(), time.perf_counter()
+        f0, t0 = faults(), time.perf_counter()
         for _ in range(steps):
             fs, metrics = step._flat_step(fs, mask, xy, 0.01)
         float(metrics["loss"])
         us.append((time.perf_counter() - t0) / steps * 1e6)
-        faults += _faults() - f0
+        n_faults += faults() - f0
         turns.give()
     return {
         "model": label,
         "malloc": malloc,
         "min": min(us),
         "median": statistics.median(us),
-        "faults": faults / (n_windows * steps),
+        "faults": n_faults / (n_windows * steps),
         "weights": sum(p.numel() for p in params.values()),
     }
 

@@ -35,7 +35,6 @@ import argparse
 import multiprocessing as mp
 import os
 import platform
-import resource
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -46,7 +45,7 @@ import torch
 import ltfunc
 import ltfunc.allocator
 from bench.facade import windows
-from bench.malloc import Turns, beside_child
+from bench.malloc import Turns, beside_child, faults
 from bench.report import print_result
 from ltfunc.members import make_members_step
 
@@ -111,13 +110,13 @@ def _variants(
     return {"members": run_members, "sequential": run_sequential}
 
 
-def _counted(run: Callable[[], None], faults: list[int]) -> Callable[[], None]:
-    """``run``, adding the page faults it causes to ``faults[0]``."""
+def _counted(run: Callable[[], None], counter: list[int]) -> Callable[[], None]:
+    """``run``, adding the page faults it causes to ``counter[0]``."""
 
     def call() -> None:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        before = faults()
         run()
-        faults[0] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        counter[0] += faults() - before
 
     return call
 
@@ -162,9 +161,9 @@ def in_process(
     for k in ks:
         if turns is not None:
             turns.take()
-        faults = {"members": [0], "sequential": [0]}
+        counts = {"members": [0], "sequential": [0]}
         variants = {
-            v: _counted(run, faults[v])
+            v: _counted(run, counts[v])
             for v, run in _variants(
                 model, opt, step, mask, [p for _, p, _ in members[:k]], data(k, k, device)
             ).items()
@@ -172,7 +171,7 @@ def in_process(
         for run in variants.values():  # warm-up: compilation
             for _ in range(3):
                 run()
-        for f in faults.values():
+        for f in counts.values():
             f[0] = 0
         n, per_window = (4, 2) if quick else (n_windows, max(5, steps // k))
         times: dict[str, list[float]] = {v: [] for v in variants}
@@ -192,7 +191,7 @@ def in_process(
                     "malloc": malloc,
                     "best": k / (min(us) * 1e-6),
                     "median": k / (statistics.median(us) * 1e-6),
-                    "faults": faults[variant][0] / (n * per_window * k),
+                    "faults": counts[variant][0] / (n * per_window * k),
                 }
             )
     return rows
