@@ -43,6 +43,8 @@ class FlatLayout(NamedTuple):
         >>> flat = layout.flatten({"w": torch.ones(2, 3), "b": torch.zeros(3)})
         >>> layout.views(flat)["w"].shape
         torch.Size([2, 3])
+        >>> layout.views(torch.zeros(4, 9))["w"].shape  # 4 stacked members
+        torch.Size([4, 2, 3])
     """
 
     names: tuple[str, ...]
@@ -67,7 +69,10 @@ class FlatLayout(NamedTuple):
         return cls(names, shapes, offsets, numels, strides)
 
     def views(self, flat: Tensor) -> Params:
-        """``{name: view into flat}`` (no copy)."""
+        """``{name: view into flat}`` (no copy); a ``(K, numel)`` flat (K stacked members) gives
+        ``(K, *shape)`` views."""
+        if flat.dim() == 2:
+            return self._stacked_views(flat)
         if torch.compiler.is_compiling() or flat.stride(0) != 1:
             return {
                 n: flat[o : o + c].view(s)
@@ -77,6 +82,19 @@ class FlatLayout(NamedTuple):
         base = flat.storage_offset()
         return {
             n: flat.as_strided(s, st, base + o)
+            for n, o, s, st in zip(self.names, self.offsets, self.shapes, self.strides, strict=True)
+        }
+
+    def _stacked_views(self, flat: Tensor) -> Params:
+        k = flat.shape[0]
+        if torch.compiler.is_compiling() or flat.stride(1) != 1:
+            return {
+                n: flat[:, o : o + c].view(k, *s)
+                for n, o, c, s in zip(self.names, self.offsets, self.numels, self.shapes, strict=True)
+            }
+        base, row = flat.storage_offset(), flat.stride(0)
+        return {
+            n: flat.as_strided((k, *s), (row, *st), base + o)
             for n, o, s, st in zip(self.names, self.offsets, self.shapes, self.strides, strict=True)
         }
 

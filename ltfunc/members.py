@@ -49,8 +49,16 @@ from torch import Tensor, nn
 from . import _members_memory as _memory
 from . import masks as _masks
 from ._checks import check_bool, check_callable, check_int, check_lr
-from ._flat import FLAT_KEY, FlatLayout, _is_flat_dict, _is_param_dict, compile_step, handed_out, same_buffers
-from ._types import Batch, Buffers, LossFn, Params
+from ._flat import (
+    FLAT_KEY,
+    FlatLayout,
+    _is_param_dict,
+    _state_views,
+    compile_step,
+    handed_out,
+    same_buffers,
+)
+from ._types import Batch, Buffers, LossFn
 from .masks import Mask
 from .optim import Optimizer, OptState
 from .stacking import _check_stackable, stack, stack_states, unstack, unstack_state
@@ -346,14 +354,6 @@ class MembersStep:
         _memory.check_memory(func, k, self._per_member(dtype, batch_shape), device, batch_shape)
 
     # Flat form ------------------------------------------------------------------------------
-    def _views(self, flat: Tensor) -> Params:
-        k = flat.shape[0]
-        lay = self.layout
-        return {
-            n: flat[:, o : o + c].view(k, *s)
-            for n, o, c, s in zip(lay.names, lay.offsets, lay.numels, lay.shapes, strict=True)
-        }
-
     def _flatten(self, tree: Mapping[str, Tensor], k: int) -> Tensor:
         return torch.cat([tree[n].reshape(k, -1) for n in self.layout.names], 1)
 
@@ -378,13 +378,8 @@ class MembersStep:
         return _Flat(flat, opt, bufs), k
 
     def _unpack(self, fs: _Flat, iteration: int) -> TrainState:
-        params = self._views(fs.params)
-        opt = optree.tree_map(
-            lambda n: self._views(n[FLAT_KEY]) if _is_flat_dict(n) else n,
-            fs.opt_state,
-            is_leaf=lambda n: _is_flat_dict(n) or isinstance(n, Tensor),
-            none_is_leaf=True,
-        )
+        params = self.layout.views(fs.params)
+        opt = _state_views(fs.opt_state, self.layout)
         leaves = optree.tree_leaves(opt, none_is_leaf=True)
         self._last = _Given(tuple(params.values()), leaves, tuple(fs.buffers.items()), fs)
         return TrainState(params, opt, iteration, fs.buffers)
@@ -591,7 +586,7 @@ class MembersStep:
 
     def _lr_tensor(self, func: str, lr: Any, k: int, device: torch.device) -> Tensor:
         cached = self._lr
-        if cached is not None and cached[0] is lr and cached[1] == k and cached[2] == device:
+        if cached is not None and cached[1] == k and cached[2] == device and _same_lr(cached[0], lr):
             return cached[3]
         if isinstance(lr, Tensor):
             if not lr.is_floating_point() or lr.shape not in ((), (k,)):
@@ -613,6 +608,21 @@ class MembersStep:
             t = torch.full((k,), check_lr(func, lr), dtype=torch.float32, device=device)
         self._lr = (lr, k, device, t)
         return t
+
+
+def _same_lr(cached: Any, lr: Any) -> bool:
+    """The lr cached last: the same object, or a python number of the same value (a schedule's
+    float is a new object every step)."""
+    if cached is lr:
+        return True
+    number = (int, float)
+    return (
+        isinstance(lr, number)
+        and isinstance(cached, number)
+        and not isinstance(lr, bool)
+        and not isinstance(cached, bool)
+        and cached == lr
+    )
 
 
 def make_members_step(

@@ -118,6 +118,43 @@ def test_dense_none_members_and_feeding_back_other_states() -> None:
     assert tree_allclose(unstack_state(a, 0).params, s.params)
 
 
+def test_stacked_views_are_views_into_the_flat_rows() -> None:
+    from ltfunc._flat import FlatLayout
+
+    layout = FlatLayout.of({"w": torch.zeros(2, 3), "b": torch.zeros(3)})
+    base = torch.arange(3 * 12, dtype=torch.float32).reshape(3, 12)
+    for flat in (base[:, :9], base[:, 2:11], base.t().contiguous().t()[:, 1:10]):
+        v = layout.views(flat)
+        assert v["w"].shape == (3, 2, 3) and v["b"].shape == (3, 3)
+        assert torch.equal(v["w"], flat[:, :6].reshape(3, 2, 3)) and torch.equal(v["b"], flat[:, 6:9])
+    before = v["w"].clone()
+    flat.add_(1.0)  # views, not copies
+    assert torch.equal(v["w"], before + 1)
+    # a members step hands out views into its stacked flat buffers
+    model = Tiny()
+    vstep = make_members_step(model, optim.adam(lr=0.01))
+    x, y = member_data(2, 1)
+    states, _ = vstep(vstep.init(member_params(model, 2)), None, (x[0], y[0]), 0.01)
+    storages = {t.untyped_storage().data_ptr() for t in states.params.values()}
+    assert len(storages) == 1 and states.opt_state.mu["fc1.weight"].shape == (2, 16, 12)
+
+
+def test_float_lrs_of_equal_value_reuse_and_new_values_apply() -> None:
+    model = Tiny()
+    params = member_params(model, 2)
+    x, y = member_data(2, 3)
+    lrs = [0.1, float("0." + "1"), 0.05]  # equal floats as different objects, then a new value
+    vstep = make_members_step(model, optim.sgd(lr=0.1))
+    states = vstep.init(params)
+    for t, lr in enumerate(lrs):
+        states, _ = vstep(states, None, (x[t], y[t]), lr)
+    ref = make_members_step(model, optim.sgd(lr=0.1))
+    other = ref.init(params)
+    for t, lr in enumerate(lrs):
+        other, _ = ref(other, None, (x[t], y[t]), torch.tensor([lr, lr]))
+    assert tree_allclose(states.params, other.params, rtol=0, atol=0)
+
+
 def test_stack_unstack_roundtrip() -> None:
     trees = [{"w": torch.full((2, 3), float(i)), "b": torch.zeros(3)} for i in range(4)]
     s = stack(trees)
