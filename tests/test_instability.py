@@ -301,3 +301,29 @@ def test_cli_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None
         "--compile",
     ):
         assert flag in text, flag
+
+
+def test_shipped_lenet_results_are_consistent() -> None:
+    """docs/results/lenet-instability: every row's barrier is its own errors' barrier, the CSV
+    holds the JSON's rows, and every sweep there is of the same shipped run."""
+    root = Path(__file__).resolve().parents[1] / "docs" / "results" / "lenet-instability"
+    files = sorted(root.rglob("instability.json"))
+    assert len(files) >= 4
+    hashes = set()
+    for path in files:
+        data = json.loads(path.read_text())
+        hashes.add(data["settings"]["run_config_hash"])
+        rows = data["rows"]
+        assert rows and [r["round"] for r in rows] == sorted(r["round"] for r in rows)
+        for row in rows:
+            e = row["errors"]
+            assert len(e) == len(data["settings"]["alphas"])
+            assert (row["error_a"], row["error_b"]) == (e[0], e[-1])
+            assert row["barrier"] == pytest.approx(max(e) - (e[0] + e[-1]) / 2, abs=1e-12)
+            assert row["iterations"] == data["settings"]["training_iterations"] - row["rewind_iteration"]
+        with open(path.with_suffix(".csv"), newline="") as f:
+            table = list(csv.DictReader(f))
+        assert [(int(r["round"]), int(r["rewind_iteration"])) for r in table] == [
+            (r["round"], r["rewind_iteration"]) for r in rows
+        ]
+    assert len(hashes) == 1  # every sweep is of the same shipped run
