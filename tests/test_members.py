@@ -81,6 +81,54 @@ def test_each_member_matches_training_it_alone(model_cls: type[nn.Module], opt_n
             assert not torch.equal(states.buffers["bn.running_mean"][0], states.buffers["bn.running_mean"][1])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("model_cls", [Tiny, TinyBN])
+def test_compiled_members_on_cuda_match_their_cpu_runs(model_cls: type[nn.Module]) -> None:
+    model = model_cls()
+    opt = optim.adam(lr=0.01)
+    params = member_params(model, 3)
+    mks = member_masks(params)
+    xs, ys = member_data(3, STEPS)
+    lrs = torch.tensor([0.01, 0.003, 0.001])
+    cpu = make_members_step(model, opt)
+    ref = cpu.init(params)
+    for t in range(STEPS):
+        ref, _ = cpu(ref, mks, (xs[t], ys[t]), lrs)
+    cuda = torch.device("cuda")
+    vstep = make_members_step(model.to(cuda), opt, compile=True)
+    states = vstep.init([{n: v.to(cuda) for n, v in p.items()} for p in params])
+    on = [masks.from_dict({n: v.to(cuda) for n, v in m.items()}) for m in mks]
+    for t in range(STEPS):
+        states, metrics = vstep(states, on, (xs[t].to(cuda), ys[t].to(cuda)), lrs.to(cuda))
+    assert metrics["loss"].device.type == "cuda" and vstep.num_compiles == 1
+    got = optree_to_cpu(states)
+    assert tree_allclose(got.params, ref.params, rtol=1e-4, atol=1e-5)
+    assert tree_allclose(got.opt_state, ref.opt_state, rtol=1e-4, atol=1e-5)
+    assert tree_allclose(got.buffers, ref.buffers, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_more_members_than_the_gpu_holds_are_refused_before_allocating() -> None:
+    from ltfunc import _members_memory
+
+    model = nn.Linear(4096, 4096, device="cuda")  # about 0.5 GB per member with Adam
+    vstep = make_members_step(model, optim.adam())
+    p = ltfunc.get_params(model)
+    available = _members_memory.available_memory(torch.device("cuda"))
+    assert available is not None
+    k = available[0] // vstep.estimate_memory(1) + 2
+    before = torch.cuda.memory_allocated()
+    with pytest.raises(ValueError, match=r"members need about .*\(free memory of cuda.*members fit"):
+        vstep.init([p] * k)
+    assert torch.cuda.memory_allocated() == before
+
+
+def optree_to_cpu(state: TrainState) -> TrainState:
+    import optree
+
+    return optree.tree_map(lambda t: t.cpu() if isinstance(t, torch.Tensor) else t, state, none_is_leaf=True)
+
+
 def test_float_lr_shared_mask_stacked_mask_and_shared_batch_agree() -> None:
     model = Tiny()
     opt = optim.adam(lr=0.01)
