@@ -247,6 +247,27 @@ def test_vmapped_members_equal_sequential_runs(data_root: Path, tmp_path: Path) 
                     assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-4)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_auto_on_cuda_trains_compiled_vmapped_members_equal_to_sequential_runs(
+    data_root: Path, tmp_path: Path
+) -> None:
+    configs = [dataclasses.replace(TINY, seed=s, device="cuda", compile=True) for s in (0, 1)]
+    assert choose_parallel(configs) == "vmap"
+    results = run_many(
+        [(c, tmp_path / f"gpu-seed{c.seed}") for c in configs], data_root=data_root, progress=False
+    )
+    for config, result in zip(configs, results, strict=True):
+        assert len(result.trained) == 7
+        ref = tmp_path / f"ref-seed{config.seed}"
+        run_imp(config, ref, data_root=data_root, progress=False)
+        for condition in ("ticket", *config.baselines):
+            for k in range(0 if condition == "ticket" else 1, config.rounds + 1):
+                a, b = rundir.load_round(result.run_dir, condition, k), rundir.load_round(ref, condition, k)
+                assert a.mask == b.mask, (condition, k)
+                for key in a.final.params:
+                    assert torch.allclose(a.final.params[key], b.final.params[key], rtol=1e-4, atol=1e-5)
+
+
 def test_a_killed_parent_takes_its_workers_along(data_root: Path, tmp_path: Path, one_thread: object) -> None:
     run = tmp_path / "parent"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
