@@ -1,7 +1,7 @@
 """A study's rounds over worker processes vs one after the other: wall-clock of the same runs.
 
     python -m bench.parallel [--quick] [--seeds 0,1,2] [--rounds 2] [--iterations 1000] [--repeats 2]
-                             [--eval-every N]
+                             [--eval-every N] [--one-thread]
 
 Three seeds of LeNet-300-100 on MNIST (ticket + random reinit + random pruning per round, the
 paper's optimizer and batch size, compiled step), run into fresh run directories by
@@ -10,8 +10,11 @@ threads) and ``parallel="processes"`` (one single-threaded worker per core). The
 alternated ``--repeats`` times and the whole wall-clock is timed, start-up and compilation
 included (what a user waits for). ``--eval-every`` sets how often each training evaluates
 (default: twice per training; the LeNet study evaluates every 100 iterations, which makes
-evaluation more than half of a training's time). The aim (issue #13): processes at <= 0.55x sequential on
-2 cores. Prints a markdown table; needs MNIST under ``$LTFUNC_DATA_ROOT`` (or ../shared/data).
+evaluation more than half of a training's time). The aim (issue #13): processes at <= 0.55x
+sequential on 2 cores. ``--one-thread`` adds the sequential runs on one thread
+(``torch.set_num_threads(1)``): processes against that show how near-linearly the workers use
+the cores, apart from what torch's own second thread gives one process. Prints a markdown
+table; needs MNIST under ``$LTFUNC_DATA_ROOT`` (or ../shared/data).
 """
 
 from __future__ import annotations
@@ -42,21 +45,36 @@ def _data_root() -> str:
     raise SystemExit("bench.parallel: MNIST not found: set LTFUNC_DATA_ROOT")
 
 
+ONE_THREAD = "sequential, 1 thread"
+"""The reference mode of ``--one-thread``: ``parallel="sequential"`` with ``torch.set_num_threads(1)``."""
+
+
 def measure(
-    seeds: tuple[int, ...], rounds: int, iterations: int, repeats: int, eval_every: int | None = None
+    seeds: tuple[int, ...],
+    rounds: int,
+    iterations: int,
+    repeats: int,
+    eval_every: int | None = None,
+    one_thread: bool = False,
 ) -> dict[str, list[float]]:
-    """Wall seconds of each mode over ``repeats`` alternating repetitions."""
+    """Wall seconds of each mode over ``repeats`` alternating repetitions (with ``one_thread``,
+    also the sequential runs on one thread: what one core does alone)."""
     every = eval_every or max(1, iterations // 2)
     base = ImpConfig(rounds=rounds, iterations=iterations, eval_every=every, val_size=5000)
     root = _data_root()
     times: dict[str, list[float]] = {"sequential": [], "processes": []}
+    if one_thread:
+        times[ONE_THREAD] = []
+    threads = torch.get_num_threads()
     for _ in range(repeats):
         for mode in times:
-            folder = Path(tempfile.mkdtemp(prefix=f"bench-parallel-{mode}-"))
+            folder = Path(tempfile.mkdtemp(prefix="bench-parallel-"))
             runs = [(dataclasses.replace(base, seed=s), folder / f"seed{s}") for s in seeds]
+            torch.set_num_threads(1 if mode == ONE_THREAD else threads)
             t = time.perf_counter()
-            run_many(runs, parallel=mode, data_root=root, progress=False)
+            run_many(runs, parallel="sequential" if mode == ONE_THREAD else mode, data_root=root, progress=False)
             times[mode].append(time.perf_counter() - t)
+            torch.set_num_threads(threads)
             shutil.rmtree(folder)
     return times
 
@@ -69,11 +87,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--iterations", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--eval-every", type=int, default=None, help="evaluate every N iterations")
+    p.add_argument(
+        "--one-thread",
+        action="store_true",
+        help="also time the sequential runs on one thread (how near-linear the processes use the cores)",
+    )
     ns = p.parse_args(argv)
     seeds = tuple(int(s) for s in ns.seeds.split(","))
     if ns.quick:
         seeds, ns.rounds, ns.iterations, ns.repeats = seeds[:2], 1, 20, 1
-    times = measure(seeds, ns.rounds, ns.iterations, ns.repeats, ns.eval_every)
+    times = measure(seeds, ns.rounds, ns.iterations, ns.repeats, ns.eval_every, ns.one_thread)
     trainings = len(seeds) * (1 + 3 * ns.rounds)
     seq, par = min(times["sequential"]), min(times["processes"])
     print(
@@ -83,11 +106,22 @@ def main(argv: list[str] | None = None) -> None:
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
         f"{ns.repeats} alternating repeat(s)\n"
     )
-    print("| mode | wall s (min) | wall s (median) | x sequential (min) |")
+    print("| mode | wall s (min) | wall s (median) | x sequential (min / median) |")
     print("|---|---|---|---|")
+    med = statistics.median(times["sequential"])
     for mode, ts in times.items():
-        print(f"| {mode} | {min(ts):.1f} | {statistics.median(ts):.1f} | {min(ts) / seq:.2f} |")
+        print(
+            f"| {mode} | {min(ts):.1f} | {statistics.median(ts):.1f} | "
+            f"{min(ts) / seq:.2f} / {statistics.median(ts) / med:.2f} |"
+        )
     print(f"\naim <= 0.55x: {'met' if par / seq <= 0.55 else 'missed'} ({par / seq:.2f}x)")
+    if ONE_THREAD in times:
+        one = times[ONE_THREAD]
+        print(
+            f"processes / one-thread sequential: {par / min(one):.2f}x (min), "
+            f"{statistics.median(times['processes']) / statistics.median(one):.2f}x (median); "
+            f"one-thread / two-thread sequential: {min(one) / seq:.2f}x (min)"
+        )
 
 
 if __name__ == "__main__":
