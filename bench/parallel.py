@@ -72,7 +72,8 @@ def measure(
             runs = [(dataclasses.replace(base, seed=s), folder / f"seed{s}") for s in seeds]
             torch.set_num_threads(1 if mode == ONE_THREAD else threads)
             t = time.perf_counter()
-            run_many(runs, parallel="sequential" if mode == ONE_THREAD else mode, data_root=root, progress=False)
+            how = "sequential" if mode == ONE_THREAD else mode
+            run_many(runs, parallel=how, data_root=root, progress=False)
             times[mode].append(time.perf_counter() - t)
             torch.set_num_threads(threads)
             shutil.rmtree(folder)
