@@ -47,15 +47,15 @@ class Task(NamedTuple):
 
 
 def run_task(task: Task) -> RunResult:
-    """Run one task in this process: ``torch.set_num_threads(task.threads)``, malloc keeping freed memory
+    """Run one task in this process: its share of the cores (``task.threads``,
+    ``ltfunc.parallel._use_threads``), malloc keeping freed memory
     (:func:`ltfunc.allocator.reuse_freed_memory`) and :func:`ltfunc.run_imp`."""
-    import torch
-
     from . import allocator
     from .config import ImpConfig
     from .experiment import run_imp
+    from .parallel import _use_threads
 
-    torch.set_num_threads(max(1, task.threads))
+    _use_threads(task.threads)
     allocator.at_entry()
     return run_imp(
         ImpConfig.from_dict(task.config),

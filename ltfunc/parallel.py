@@ -134,10 +134,29 @@ _CONTEXTS: dict[str, tuple[torch.nn.Module, Trainer]] = {}
 compiled once per architecture and reused by every task, seed and round the worker gets."""
 
 
+def _use_threads(threads: int) -> None:
+    """A worker's share of the cores: torch's intra-op threads and inductor's compile workers.
+
+    Inductor compiles in a pool of ``compile_threads`` subprocesses (one per core by default)
+    that it starts at the first compile. In a worker with one core to itself that pool only
+    competes with the other workers' start-up (``bench/README.md``, "A study's rounds"), so it
+    gets the worker's share too, unless ``TORCHINDUCTOR_COMPILE_THREADS`` is set.
+    """
+    n = max(1, threads)
+    torch.set_num_threads(n)
+    if "TORCHINDUCTOR_COMPILE_THREADS" in os.environ:
+        return
+    config = sys.modules.get("torch._inductor.config")
+    if config is None:  # read by inductor's config when it is first imported
+        os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = str(n)
+    else:
+        config.compile_threads = n  # type: ignore[attr-defined]
+
+
 def _init_worker(threads: int, parent: int | None = None) -> None:
-    """Pool worker start-up: its thread count, malloc keeping freed memory (:mod:`ltfunc.allocator`)
-    and (Linux) death with the process ``parent`` that started it."""
-    torch.set_num_threads(max(1, threads))
+    """Pool worker start-up: its share of the cores (``_use_threads``), malloc keeping freed
+    memory (:mod:`ltfunc.allocator`) and (Linux) death with the process ``parent`` that started it."""
+    _use_threads(threads)
     allocator.at_entry()
     if sys.platform.startswith("linux"):
         try:  # PR_SET_PDEATHSIG = 1: a killed parent does not leave workers writing its runs

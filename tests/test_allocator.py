@@ -82,6 +82,7 @@ def test_worker_processes_set_it_up_at_start(monkeypatch: pytest.MonkeyPatch) ->
     from ltfunc import _sweep_exec, parallel
 
     calls: list[object] = []
+    monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "2")  # leaves inductor's config alone
     monkeypatch.setattr(ltfunc.allocator, "at_entry", lambda: calls.append("malloc") or True)
     monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))
     parallel._init_worker(1)

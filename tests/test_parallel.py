@@ -185,6 +185,31 @@ def test_auto_choice() -> None:
     assert choose_parallel([cpu, dataclasses.replace(cpu, device="cuda")], cores=2) == "sequential"
 
 
+def test_a_worker_gives_inductor_its_share_of_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch._inductor.config as inductor_config
+
+    from ltfunc.parallel import _use_threads
+
+    seen: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", seen.append)
+    monkeypatch.delenv("TORCHINDUCTOR_COMPILE_THREADS", raising=False)
+    monkeypatch.setattr(inductor_config, "compile_threads", 8)
+    _use_threads(1)
+    assert seen == [1] and inductor_config.compile_threads == 1
+    monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "3")  # the user's own setting wins
+    _use_threads(2)
+    assert seen == [1, 2] and inductor_config.compile_threads == 1
+    # in a fresh worker, inductor is not imported yet: its config reads the setting on import
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_COMPILE_THREADS"}
+    code = (
+        "import sys; from ltfunc.parallel import _use_threads; "
+        "assert 'torch._inductor.config' not in sys.modules; _use_threads(1); "
+        "import torch._inductor.config as c; print(c.compile_threads)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1"
+
+
 def test_cli_seeds_train_one_run_per_seed(
     data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
