@@ -259,17 +259,22 @@ def test_vmapped_members_equal_sequential_runs(data_root: Path, tmp_path: Path) 
     )
     assert len(seen) == 2 * 7 * 2  # two records per round, 7 rounds per run, each to its run's sink
     for config, result in zip(configs, results, strict=True):
-        ref = tmp_path / f"ref-seed{config.seed}"
-        run_imp(config, ref, data_root=data_root, progress=False)
-        for condition in ("ticket", *config.baselines):
-            for k in range(0 if condition == "ticket" else 1, config.rounds + 1):
-                a, b = rundir.load_round(result.run_dir, condition, k), rundir.load_round(ref, condition, k)
-                assert a.mask == b.mask, (condition, k)
-                for key in a.final.params:
-                    assert torch.allclose(a.final.params[key], b.final.params[key], rtol=1e-4, atol=1e-5)
-                for ra, rb in zip(a.history, b.history, strict=True):
-                    assert ra["iteration"] == rb["iteration"]
-                    assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-4)
+        assert_rounds_match_run_imp(result.run_dir, config, data_root, tmp_path / f"ref-seed{config.seed}")
+
+
+def assert_rounds_match_run_imp(run: Path, config: ImpConfig, data_root: Path, ref: Path) -> None:
+    """``run``'s rounds are those of :func:`run_imp` of ``config`` into ``ref``: the same masks,
+    final weights and validation losses to float tolerance (vmapped kernels round differently)."""
+    run_imp(config, ref, data_root=data_root, progress=False)
+    for condition in ("ticket", *config.baselines):
+        for k in range(0 if condition == "ticket" else 1, config.rounds + 1):
+            a, b = rundir.load_round(run, condition, k), rundir.load_round(ref, condition, k)
+            assert a.mask == b.mask, (condition, k)
+            for key in a.final.params:
+                assert torch.allclose(a.final.params[key], b.final.params[key], rtol=1e-4, atol=1e-5)
+            for ra, rb in zip(a.history, b.history, strict=True):
+                assert ra["iteration"] == rb["iteration"]
+                assert ra["val_loss"] == pytest.approx(rb["val_loss"], rel=1e-4)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -283,14 +288,7 @@ def test_auto_on_cuda_trains_compiled_vmapped_members_equal_to_sequential_runs(
     )
     for config, result in zip(configs, results, strict=True):
         assert len(result.trained) == 7
-        ref = tmp_path / f"ref-seed{config.seed}"
-        run_imp(config, ref, data_root=data_root, progress=False)
-        for condition in ("ticket", *config.baselines):
-            for k in range(0 if condition == "ticket" else 1, config.rounds + 1):
-                a, b = rundir.load_round(result.run_dir, condition, k), rundir.load_round(ref, condition, k)
-                assert a.mask == b.mask, (condition, k)
-                for key in a.final.params:
-                    assert torch.allclose(a.final.params[key], b.final.params[key], rtol=1e-4, atol=1e-5)
+        assert_rounds_match_run_imp(result.run_dir, config, data_root, tmp_path / f"ref-seed{config.seed}")
 
 
 def test_a_killed_parent_takes_its_workers_along(data_root: Path, tmp_path: Path, one_thread: object) -> None:
