@@ -193,12 +193,14 @@ def test_a_worker_gives_inductor_its_share_of_the_cores(monkeypatch: pytest.Monk
     seen: list[int] = []
     monkeypatch.setattr(torch, "set_num_threads", seen.append)
     monkeypatch.delenv("TORCHINDUCTOR_COMPILE_THREADS", raising=False)
-    monkeypatch.setattr(inductor_config, "compile_threads", 8)
-    _use_threads(1)
-    assert seen == [1] and inductor_config.compile_threads == 1
-    monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "3")  # the user's own setting wins
-    _use_threads(2)
-    assert seen == [1, 2] and inductor_config.compile_threads == 1
+    before = inductor_config.compile_threads
+    with inductor_config.patch(compile_threads=8):  # restored on exit (monkeypatch would break it)
+        _use_threads(1)
+        assert seen == [1] and inductor_config.compile_threads == 1
+        monkeypatch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "3")  # the user's own setting wins
+        _use_threads(2)
+        assert seen == [1, 2] and inductor_config.compile_threads == 1
+    assert inductor_config.compile_threads == before
     # in a fresh worker, inductor is not imported yet: its config reads the setting on import
     env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_COMPILE_THREADS"}
     code = (
