@@ -97,7 +97,7 @@ def test_compiled_members_on_cuda_match_their_cpu_runs(model_cls: type[nn.Module
     cuda = torch.device("cuda")
     vstep = make_members_step(model.to(cuda), opt, compile=True)
     states = vstep.init([{n: v.to(cuda) for n, v in p.items()} for p in params])
-    on = [masks.from_dict({n: v.to(cuda) for n, v in m.items()}) for m in mks]
+    on = [m.to(cuda) for m in mks]
     for t in range(STEPS):
         states, metrics = vstep(states, on, (xs[t].to(cuda), ys[t].to(cuda)), lrs.to(cuda))
     assert metrics["loss"].device.type == "cuda" and vstep.num_compiles == 1
